@@ -1,0 +1,355 @@
+"""
+GPT and the YuriiFormer family (Zimin, Polyanskiy, Rigollet, arXiv 2601.23236) in one file.
+
+A transformer layer is read as one step of an optimiser acting on the token embeddings X: attention
+is a gradient step on an interaction energy, the MLP a gradient step on a potential energy. Each
+layer calls each of its two "oracles" (attention, MLP) exactly once; the variants differ only in how
+those calls are combined into an update, chosen by two GPTConfig fields:
+
+residual ("the optimiser"), per substep:
+    gd        X = X + Oracle(LN(X))                                  (plain pre-LN GPT)
+    polyak    V = LN_v(beta * V + gamma * Oracle(LN(X)));  X = X + V  (heavy ball)
+    nesterov  Xin = X + mu * V                                        (lookahead)
+              V   = LN_v(beta * V + gamma * Oracle(LN(Xin)))
+              X   = X + V                                             (YuriiFormer)
+splitting ("how the two energies share a layer"):
+    lie_trotter  an attention substep, then an MLP substep, each with its own mu, beta, LN_v
+    euler        one substep: both oracles at the same point, gamma_attn * Attn + gamma_mlp * MLP
+
+mu = sigmoid(a), beta = sigmoid(b), gamma = softplus(c) are learned scalars (one set per layer and
+substep, gamma one per oracle). V_0 comes from its own token and position tables (v0="embed") or is
+zero (v0="zero"); the head reads LN(X_L) through the tied unembedding and V_L is dropped.
+
+residual="gd", splitting="lie_trotter" is exactly nanoGPT's GPT: same parameter names, init and logits.
+"""
+
+import inspect
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+
+RESIDUALS = ("gd", "polyak", "nesterov")
+# substep name -> the oracles evaluated at that substep's (lookahead) point, in order
+SPLITTINGS = {
+    "lie_trotter": {"attn": ("attn",), "mlp": ("mlp",)},
+    "euler": {"euler": ("attn", "mlp")},
+}
+V0S = ("embed", "zero")
+
+
+class LayerNorm(nn.Module):
+    """LayerNorm with an optional bias (PyTorch's has no bias=False before 2.1; kept for nanoGPT parity)."""
+
+    def __init__(self, ndim, bias):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(ndim))
+        self.bias = nn.Parameter(torch.zeros(ndim)) if bias else None
+
+    def forward(self, input):
+        return F.layer_norm(input, self.weight.shape, self.weight, self.bias, 1e-5)
+
+
+class CausalSelfAttention(nn.Module):
+
+    def __init__(self, config):
+        super().__init__()
+        assert config.n_embd % config.n_head == 0
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.resid_dropout = nn.Dropout(config.dropout)
+        self.n_head = config.n_head
+        self.n_embd = config.n_embd
+        self.dropout = config.dropout
+
+    def forward(self, x):
+        B, T, C = x.size()
+        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
+        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        # flash attention on CUDA, a fused kernel on CPU
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0, is_causal=True)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+
+    def __init__(self, config):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.gelu = nn.GELU()
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x):
+        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+
+
+@dataclass
+class GPTConfig:
+    block_size: int = 1024
+    vocab_size: int = 50304  # GPT-2's 50257 padded up to a multiple of 64 for efficiency
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    dropout: float = 0.0
+    bias: bool = True  # biases in Linears and LayerNorms, like GPT-2; the paper uses False
+    # the residual template (module docstring)
+    residual: str = "gd"  # "gd" | "polyak" | "nesterov"
+    splitting: str = "lie_trotter"  # "lie_trotter" | "euler"
+    velocity_norm: bool = True  # LN_v after every velocity update; without it the stream diverges (IC, MS)
+    v0: str = "embed"  # "embed": V_0 from its own token + position tables; "zero": V_0 = 0
+    # Initial mu, beta, gamma (the values, not the raw parameters). The paper leaves them open; the
+    # reproduction that matched it within 0.002 nats (IC) used raw parameters 0, i.e. these values.
+    mu_init: float = 0.5
+    beta_init: float = 0.5
+    gamma_init: float = math.log(2)
+
+    def __post_init__(self):
+        choices = {"residual": RESIDUALS, "splitting": tuple(SPLITTINGS), "v0": V0S}
+        for key, allowed in choices.items():
+            if getattr(self, key) not in allowed:
+                raise ValueError(f"{key}={getattr(self, key)!r} is not known; choose one of {', '.join(allowed)}.")
+        if self.n_embd % self.n_head != 0:
+            raise ValueError(f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}.")
+        if not (0 < self.mu_init < 1 and 0 < self.beta_init < 1 and self.gamma_init > 0):
+            raise ValueError("mu_init and beta_init must lie strictly between 0 and 1, and gamma_init must be > 0 "
+                             "(they pass through sigmoid and softplus).")
+
+
+def _logit(p):
+    return math.log(p / (1 - p))
+
+
+def _inverse_softplus(y):
+    return math.log(math.expm1(y))
+
+
+class Block(nn.Module):
+    """One layer: one step of the configured optimiser, calling attention and MLP once each."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.ln_1 = LayerNorm(config.n_embd, bias=config.bias)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = LayerNorm(config.n_embd, bias=config.bias)
+        self.mlp = MLP(config)
+        self.residual = config.residual
+        self.substeps = SPLITTINGS[config.splitting]
+        self.ln_v = None
+        if self.residual == "gd":
+            return
+        # raw scalars: mu = sigmoid(<substep>_mu), beta = sigmoid(<substep>_beta), gamma = softplus(<oracle>_gamma)
+        for step in self.substeps:
+            if self.residual == "nesterov":
+                setattr(self, f"{step}_mu", nn.Parameter(torch.tensor(_logit(config.mu_init))))
+            setattr(self, f"{step}_beta", nn.Parameter(torch.tensor(_logit(config.beta_init))))
+        for oracle in ("attn", "mlp"):
+            setattr(self, f"{oracle}_gamma", nn.Parameter(torch.tensor(_inverse_softplus(config.gamma_init))))
+        if config.velocity_norm:
+            self.ln_v = nn.ModuleDict({step: LayerNorm(config.n_embd, bias=config.bias) for step in self.substeps})
+
+    def oracle(self, name, x):
+        return self.attn(self.ln_1(x)) if name == "attn" else self.mlp(self.ln_2(x))
+
+    def scalars(self, step):
+        """(mu, beta, {oracle: gamma}) of one substep; mu is 0 without lookahead."""
+        mu = torch.sigmoid(getattr(self, f"{step}_mu")) if self.residual == "nesterov" else 0.0
+        beta = torch.sigmoid(getattr(self, f"{step}_beta"))
+        gammas = {oracle: F.softplus(getattr(self, f"{oracle}_gamma")) for oracle in self.substeps[step]}
+        return mu, beta, gammas
+
+    def forward(self, x, v):
+        for step, oracles in self.substeps.items():
+            if self.residual == "gd":
+                x = x + sum(self.oracle(o, x) for o in oracles)                            # X = X + Oracle(LN(X))
+                continue
+            mu, beta, gamma = self.scalars(step)
+            lookahead = x + mu * v if self.residual == "nesterov" else x                   # Xin = X + mu V (polyak: mu = 0)
+            v = beta * v + sum(gamma[o] * self.oracle(o, lookahead) for o in oracles)      # V = beta V + gamma Oracle(LN(Xin))
+            if self.ln_v is not None:
+                v = self.ln_v[step](v)                                                     # V = LN_v(V)
+            x = x + v                                                                      # X = X + V
+        return x, v
+
+
+class GPT(nn.Module):
+
+    def __init__(self, config):
+        super().__init__()
+        assert config.vocab_size is not None
+        assert config.block_size is not None
+        self.config = config
+
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(config.vocab_size, config.n_embd),
+            wpe=nn.Embedding(config.block_size, config.n_embd),
+            drop=nn.Dropout(config.dropout),
+            h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
+            ln_f=LayerNorm(config.n_embd, bias=config.bias),
+        ))
+        if config.residual != "gd" and config.v0 == "embed":
+            # V_0's own tables (paper, App. A.1): about 40M extra parameters at 124M scale, ~0 FLOPs
+            self.transformer.vte = nn.Embedding(config.vocab_size, config.n_embd)
+            self.transformer.vpe = nn.Embedding(config.block_size, config.n_embd)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.transformer.wte.weight = self.lm_head.weight  # tied unembedding
+
+        self.apply(self._init_weights)
+        # GPT-2's scaled init of the projections that write into the residual stream
+        for pn, p in self.named_parameters():
+            if pn.endswith('c_proj.weight'):
+                torch.nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+        print("number of parameters: %.2fM" % (self.get_num_params() / 1e6,))
+
+    def get_num_params(self, non_embedding=True):
+        """Parameter count. With non_embedding, position tables and V_0's token table are left out (they
+        cost no matmul FLOPs); wte stays in because it is also the output head."""
+        n_params = sum(p.numel() for p in self.parameters())
+        if non_embedding:
+            n_params -= self.transformer.wpe.weight.numel()
+            for name in ("vte", "vpe"):
+                if name in self.transformer:
+                    n_params -= self.transformer[name].weight.numel()
+        return n_params
+
+    def _init_weights(self, module):
+        if isinstance(module, nn.Linear):
+            torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                torch.nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def forward(self, idx, targets=None):
+        device = idx.device
+        b, t = idx.size()
+        if t > self.config.block_size:
+            raise ValueError(f"Cannot forward a sequence of length {t}: block_size is only {self.config.block_size}.")
+        pos = torch.arange(0, t, dtype=torch.long, device=device)
+
+        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
+        v = None  # gd has no velocity stream
+        if self.config.residual != "gd":
+            v = (self.transformer.drop(self.transformer.vte(idx) + self.transformer.vpe(pos))
+                 if self.config.v0 == "embed" else torch.zeros_like(x))
+        for block in self.transformer.h:
+            x, v = block(x, v)
+        x = self.transformer.ln_f(x)  # the head reads LN(X_L); V_L is dropped
+
+        if targets is not None:
+            logits = self.lm_head(x)
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
+        else:
+            # inference: only the last position's logits are needed
+            logits = self.lm_head(x[:, [-1], :])
+            loss = None
+        return logits, loss
+
+    def momentum_scalars(self):
+        """The learned mu, beta, gamma of every layer as floats, e.g. {"layer0.attn.mu": 0.5}; empty for gd."""
+        out = {}
+        for i, block in enumerate(self.transformer.h):
+            if block.residual == "gd":
+                continue
+            for step in block.substeps:
+                mu, beta, gammas = block.scalars(step)
+                if block.residual == "nesterov":
+                    out[f"layer{i}.{step}.mu"] = mu.item()
+                out[f"layer{i}.{step}.beta"] = beta.item()
+                for oracle, gamma in gammas.items():
+                    out[f"layer{i}.{oracle}.gamma"] = gamma.item()
+        return out
+
+    def crop_block_size(self, block_size):
+        """Shrink the context (e.g. to fine-tune GPT-2 at a smaller block_size)."""
+        assert block_size <= self.config.block_size
+        self.config.block_size = block_size
+        for name in ("wpe", "vpe"):
+            if name in self.transformer:
+                self.transformer[name].weight = nn.Parameter(self.transformer[name].weight[:block_size])
+
+    @classmethod
+    def from_pretrained(cls, model_type, override_args=None):
+        """OpenAI's GPT-2 weights from the Hugging Face hub (needs network and `pip install transformers`)."""
+        assert model_type in {'gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl'}
+        override_args = override_args or {}
+        assert all(k == 'dropout' for k in override_args)
+        try:
+            from transformers import GPT2LMHeadModel
+        except ImportError:
+            raise SystemExit("Loading GPT-2 weights needs the transformers package: pip install transformers") from None
+        print("loading weights from pretrained gpt: %s" % model_type)
+        config_args = {
+            'gpt2': dict(n_layer=12, n_head=12, n_embd=768),
+            'gpt2-medium': dict(n_layer=24, n_head=16, n_embd=1024),
+            'gpt2-large': dict(n_layer=36, n_head=20, n_embd=1280),
+            'gpt2-xl': dict(n_layer=48, n_head=25, n_embd=1600),
+        }[model_type]
+        config_args.update(vocab_size=50257, block_size=1024, bias=True, **override_args)
+        model = GPT(GPTConfig(**config_args))
+        sd = model.state_dict()
+
+        sd_hf = GPT2LMHeadModel.from_pretrained(model_type).state_dict()
+        sd_keys_hf = [k for k in sd_hf if not k.endswith(('.attn.masked_bias', '.attn.bias'))]
+        # OpenAI's checkpoints use Conv1D modules: these weights need a transpose
+        transposed = ['attn.c_attn.weight', 'attn.c_proj.weight', 'mlp.c_fc.weight', 'mlp.c_proj.weight']
+        assert len(sd_keys_hf) == len(sd), f"mismatched keys: {len(sd_keys_hf)} != {len(sd)}"
+        for k in sd_keys_hf:
+            source = sd_hf[k].t() if any(k.endswith(w) for w in transposed) else sd_hf[k]
+            assert source.shape == sd[k].shape, f"shape mismatch for {k}"
+            with torch.no_grad():
+                sd[k].copy_(source)
+        return model
+
+    def configure_optimizers(self, weight_decay, learning_rate, betas, device_type, scalar_lr_scale=5.0):
+        """AdamW with the paper's groups: matrices and embeddings decayed; biases and norm gains not;
+        the mu/beta/gamma scalars not decayed and at scalar_lr_scale x the base LR. Each group's
+        "lr_scale" tells the trainer how to scale the scheduled LR."""
+        params = {pn: p for pn, p in self.named_parameters() if p.requires_grad}
+        scalar = [p for n, p in params.items() if n.endswith(("_mu", "_beta", "_gamma"))]
+        decay = [p for p in params.values() if p.dim() >= 2]
+        no_decay = [p for n, p in params.items() if p.dim() < 2 and not n.endswith(("_mu", "_beta", "_gamma"))]
+        optim_groups = [
+            {'params': decay, 'weight_decay': weight_decay, 'lr_scale': 1.0},
+            {'params': no_decay, 'weight_decay': 0.0, 'lr_scale': 1.0},
+            {'params': scalar, 'weight_decay': 0.0, 'lr_scale': scalar_lr_scale},
+        ]
+        print(f"num decayed parameter tensors: {len(decay)}, with {sum(p.numel() for p in decay):,} parameters")
+        print(f"num non-decayed parameter tensors: {len(no_decay)}, with {sum(p.numel() for p in no_decay):,} parameters")
+        print(f"num mu/beta/gamma scalars: {len(scalar)}, at {scalar_lr_scale}x the learning rate")
+        use_fused = device_type == 'cuda' and 'fused' in inspect.signature(torch.optim.AdamW).parameters
+        extra_args = dict(fused=True) if use_fused else dict()
+        return torch.optim.AdamW([g for g in optim_groups if g['params']], lr=learning_rate, betas=betas, **extra_args)
+
+    def flops_per_token(self):
+        """Model FLOPs per token of a training step (forward + backward), as in the PaLM paper, Appendix B.
+        Every variant makes the same attention and MLP calls, so this is the same for all of them."""
+        cfg = self.config
+        L, H, Q, T = cfg.n_layer, cfg.n_head, cfg.n_embd // cfg.n_head, cfg.block_size
+        return 6 * self.get_num_params() + 12 * L * H * Q * T
+
+    def estimate_mfu(self, fwdbwd_per_iter, dt, peak_flops=312e12):
+        """Model FLOPs utilisation against peak_flops (default: A100 bf16 peak)."""
+        flops_per_iter = self.flops_per_token() * self.config.block_size * fwdbwd_per_iter
+        return flops_per_iter / dt / peak_flops
+
+    @torch.no_grad()
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None):
+        """Sample max_new_tokens tokens after the context idx (LongTensor of shape (b, t))."""
+        for _ in range(max_new_tokens):
+            idx_cond = idx if idx.size(1) <= self.config.block_size else idx[:, -self.config.block_size:]
+            logits, _ = self(idx_cond)
+            logits = logits[:, -1, :] / temperature
+            if top_k is not None:
+                v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
+                logits[logits < v[:, [-1]]] = -float('Inf')
+            probs = F.softmax(logits, dim=-1)
+            idx_next = torch.multinomial(probs, num_samples=1)
+            idx = torch.cat((idx, idx_next), dim=1)
+        return idx
