@@ -1,0 +1,249 @@
+"""The update rules of model.py, checked against their equations, and the variants against each other."""
+import math
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from model import GPT, GPTConfig, RESIDUALS, SPLITTINGS
+
+VARIANTS = [(r, s) for r in RESIDUALS for s in SPLITTINGS]
+TINY = dict(vocab_size=64, block_size=16, n_layer=2, n_head=2, n_embd=32)
+
+
+def make(residual="gd", splitting="lie_trotter", seed=0, **kw):
+    torch.manual_seed(seed)
+    model = GPT(GPTConfig(**{**TINY, "residual": residual, "splitting": splitting, **kw}))
+    return model.eval()
+
+
+def all_logits(model, idx):
+    return model(idx, idx)[0]  # with targets the model returns logits at every position
+
+
+def set_raw(model, suffix, value):
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith(suffix):
+                p.fill_(value)
+
+
+def layer_norm(x, ln):
+    return F.layer_norm(x, (x.size(-1),), ln.weight, ln.bias, 1e-5)
+
+
+def attention(x, attn, n_head):
+    B, T, C = x.shape
+    q, k, v = F.linear(x, attn.c_attn.weight, attn.c_attn.bias).split(C, dim=2)
+    q, k, v = (t.view(B, T, n_head, C // n_head).transpose(1, 2) for t in (q, k, v))
+    att = (q @ k.transpose(-2, -1)) / math.sqrt(C // n_head)
+    att = att.masked_fill(torch.ones(T, T).tril() == 0, float("-inf")).softmax(-1)
+    y = (att @ v).transpose(1, 2).reshape(B, T, C)
+    return F.linear(y, attn.c_proj.weight, attn.c_proj.bias)
+
+
+def mlp(x, m):
+    h = F.gelu(F.linear(x, m.c_fc.weight, m.c_fc.bias))
+    return F.linear(h, m.c_proj.weight, m.c_proj.bias)
+
+
+@pytest.mark.parametrize("residual,splitting", VARIANTS)
+@pytest.mark.parametrize("v0", ["embed", "zero"])
+def test_every_variant_is_causal(residual, splitting, v0):
+    model = make(residual, splitting, v0=v0)
+    idx = torch.randint(0, 64, (2, 16), generator=torch.Generator().manual_seed(1))
+    base = all_logits(model, idx)
+    for t in (0, 5, 14):
+        changed = idx.clone()
+        changed[:, t + 1:] = (changed[:, t + 1:] + 1) % 64
+        out = all_logits(model, changed)
+        assert torch.equal(out[:, :t + 1], base[:, :t + 1]), f"future tokens leak into position {t}"
+        assert not torch.allclose(out[:, t + 1:], base[:, t + 1:]), "the model ignores its input"
+
+
+@pytest.mark.parametrize("splitting", list(SPLITTINGS))
+def test_nesterov_with_mu_zero_equals_polyak(splitting):
+    polyak = make("polyak", splitting, seed=1)
+    nesterov = make("nesterov", splitting, seed=2)
+    missing, unexpected = nesterov.load_state_dict(polyak.state_dict(), strict=False)
+    assert all(k.endswith("_mu") for k in missing) and missing and not unexpected
+    idx = torch.randint(0, 64, (2, 16))
+    assert not torch.allclose(all_logits(nesterov, idx), all_logits(polyak, idx))  # lookahead matters at mu = 0.5
+    set_raw(nesterov, "_mu", float("-inf"))  # mu = sigmoid(-inf) = 0
+    torch.testing.assert_close(all_logits(nesterov, idx), all_logits(polyak, idx), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("splitting", list(SPLITTINGS))
+def test_polyak_without_memory_or_lnv_equals_gd(splitting):
+    gd = make("gd", splitting, seed=1)
+    polyak = make("polyak", splitting, seed=2, velocity_norm=False)
+    missing, unexpected = polyak.load_state_dict(gd.state_dict(), strict=False)
+    assert not unexpected and all(k.endswith(("_beta", "_gamma", "vte.weight", "vpe.weight")) for k in missing)
+    set_raw(polyak, "_beta", float("-inf"))           # beta = 0: V_0 and past velocity are forgotten
+    set_raw(polyak, "_gamma", math.log(math.e - 1))   # gamma = softplus(log(e - 1)) = 1
+    idx = torch.randint(0, 64, (2, 16))
+    torch.testing.assert_close(all_logits(polyak, idx), all_logits(gd, idx), rtol=1e-5, atol=1e-5)
+
+
+def test_gd_lie_trotter_is_nanogpt():
+    model = make("gd", "lie_trotter")
+    names = {n for n, _ in model.named_parameters()}
+    expected = {"transformer.wte.weight", "transformer.wpe.weight", "transformer.ln_f.weight", "transformer.ln_f.bias"}
+    for i in range(TINY["n_layer"]):
+        for m in ("ln_1", "attn.c_attn", "attn.c_proj", "ln_2", "mlp.c_fc", "mlp.c_proj"):
+            expected |= {f"transformer.h.{i}.{m}.weight", f"transformer.h.{i}.{m}.bias"}
+    assert names == expected  # lm_head.weight is tied to wte, so named_parameters lists it once
+    assert model.lm_head.weight is model.transformer.wte.weight
+
+    # a plain nanoGPT forward written from the equations, reading the same weights
+    idx = torch.randint(0, 64, (3, 16))
+    tr = model.transformer
+    x = tr.wte.weight[idx] + tr.wpe.weight[:16]
+    for block in tr.h:
+        x = x + attention(layer_norm(x, block.ln_1), block.attn, TINY["n_head"])
+        x = x + mlp(layer_norm(x, block.ln_2), block.mlp)
+    reference = layer_norm(x, tr.ln_f) @ tr.wte.weight.T
+    torch.testing.assert_close(all_logits(model, idx), reference, rtol=1e-5, atol=1e-5)
+    last, loss = model(idx)
+    assert loss is None and last.shape == (3, 1, 64)
+    torch.testing.assert_close(last[:, 0], reference[:, -1], rtol=1e-5, atol=1e-5)
+
+
+def test_nanogpt_init_statistics():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=512, block_size=64, n_layer=4, n_head=4, n_embd=128))
+    assert model.transformer.wte.weight.std().item() == pytest.approx(0.02, rel=0.05)
+    proj = model.transformer.h[0].mlp.c_proj.weight
+    assert proj.std().item() == pytest.approx(0.02 / math.sqrt(2 * 4), rel=0.05)
+    assert torch.all(model.transformer.h[0].attn.c_attn.bias == 0)
+
+
+def test_nesterov_lie_trotter_block_follows_the_equations():
+    model = make("nesterov", "lie_trotter", seed=3)
+    block = model.transformer.h[0]
+    with torch.no_grad():  # distinct scalars per substep, so a swapped name would show
+        block.attn_mu.fill_(0.3); block.attn_beta.fill_(-0.7); block.attn_gamma.fill_(1.1)
+        block.mlp_mu.fill_(-1.2); block.mlp_beta.fill_(0.4); block.mlp_gamma.fill_(-0.5)
+        for ln in block.ln_v.values():
+            ln.weight.uniform_(0.5, 1.5); ln.bias.uniform_(-0.1, 0.1)
+    x, v = torch.randn(2, 16, 32), torch.randn(2, 16, 32)
+    sig, sp = torch.sigmoid, F.softplus
+    # attention substep
+    xin = x + sig(block.attn_mu) * v
+    v1 = layer_norm(sig(block.attn_beta) * v + sp(block.attn_gamma) * attention(layer_norm(xin, block.ln_1), block.attn, 2), block.ln_v["attn"])
+    x1 = x + v1
+    # MLP substep, looking ahead with the fresh velocity
+    xin = x1 + sig(block.mlp_mu) * v1
+    v2 = layer_norm(sig(block.mlp_beta) * v1 + sp(block.mlp_gamma) * mlp(layer_norm(xin, block.ln_2), block.mlp), block.ln_v["mlp"])
+    x2 = x1 + v2
+    got_x, got_v = block(x, v)
+    torch.testing.assert_close(got_x, x2, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got_v, v2, rtol=1e-5, atol=1e-5)
+
+
+def test_nesterov_euler_block_follows_the_equations():
+    model = make("nesterov", "euler", seed=4)
+    block = model.transformer.h[1]
+    with torch.no_grad():
+        block.euler_mu.fill_(0.8); block.euler_beta.fill_(-0.3)
+        block.attn_gamma.fill_(0.2); block.mlp_gamma.fill_(1.5)
+    x, v = torch.randn(2, 16, 32), torch.randn(2, 16, 32)
+    xin = x + torch.sigmoid(block.euler_mu) * v
+    force = (F.softplus(block.attn_gamma) * attention(layer_norm(xin, block.ln_1), block.attn, 2)
+             + F.softplus(block.mlp_gamma) * mlp(layer_norm(xin, block.ln_2), block.mlp))
+    v1 = layer_norm(torch.sigmoid(block.euler_beta) * v + force, block.ln_v["euler"])
+    got_x, got_v = block(x, v)
+    torch.testing.assert_close(got_v, v1, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got_x, x + v1, rtol=1e-5, atol=1e-5)
+
+
+def test_gd_euler_is_a_parallel_block():
+    model = make("gd", "euler", seed=5)
+    block = model.transformer.h[0]
+    x = torch.randn(2, 16, 32)
+    expected = x + attention(layer_norm(x, block.ln_1), block.attn, 2) + mlp(layer_norm(x, block.ln_2), block.mlp)
+    got_x, got_v = block(x, None)
+    assert got_v is None
+    torch.testing.assert_close(got_x, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_initial_velocity_and_scalar_defaults():
+    embed, zero = make("nesterov", v0="embed"), make("nesterov", v0="zero")
+    assert "vte" in embed.transformer and "vpe" in embed.transformer
+    assert "vte" not in zero.transformer
+    # defaults: raw parameters 0, i.e. mu = beta = 1/2 and gamma = ln 2
+    scalars = embed.momentum_scalars()
+    assert len(scalars) == TINY["n_layer"] * 6
+    assert scalars["layer1.mlp.mu"] == pytest.approx(0.5) and scalars["layer0.attn.beta"] == pytest.approx(0.5)
+    assert scalars["layer0.mlp.gamma"] == pytest.approx(math.log(2))
+    assert all(p.item() == pytest.approx(0.0, abs=1e-7) for n, p in embed.named_parameters() if n.endswith(("_mu", "_beta", "_gamma")))
+    custom = make("nesterov", mu_init=0.9, beta_init=0.2, gamma_init=1.0).momentum_scalars()
+    assert custom["layer0.attn.mu"] == pytest.approx(0.9) and custom["layer0.attn.beta"] == pytest.approx(0.2)
+    assert custom["layer0.attn.gamma"] == pytest.approx(1.0)
+    assert make("gd").momentum_scalars() == {}
+    assert "layer0.attn.mu" not in make("polyak").momentum_scalars()
+
+
+def test_parameter_counts():
+    gd, nesterov, zero = make("gd"), make("nesterov"), make("nesterov", v0="zero")
+    d, V, T, L = TINY["n_embd"], TINY["vocab_size"], TINY["block_size"], TINY["n_layer"]
+    extra_per_layer = 6 + 2 * 2 * d  # six scalars and two LN_v with weight and bias
+    assert zero.get_num_params(False) - gd.get_num_params(False) == L * extra_per_layer
+    assert nesterov.get_num_params(False) - zero.get_num_params(False) == (V + T) * d
+    assert nesterov.get_num_params() == zero.get_num_params()  # V_0 tables are embeddings
+    assert gd.get_num_params(False) - gd.get_num_params() == T * d
+    assert nesterov.flops_per_token() - gd.flops_per_token() == 6 * L * extra_per_layer
+
+
+def test_gradients_reach_scalars_and_v0_tables():
+    model = make("nesterov").train()
+    idx = torch.randint(0, 64, (2, 16))
+    model(idx, idx)[1].backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_optimizer_groups():
+    model = make("nesterov")
+    opt = model.configure_optimizers(weight_decay=0.1, learning_rate=1e-3, betas=(0.9, 0.95), device_type="cpu")
+    group_of = {id(p): g for g in opt.param_groups for p in g["params"]}
+    params = dict(model.named_parameters())
+    assert len(group_of) == len(params) == sum(len(g["params"]) for g in opt.param_groups)
+    for name, p in params.items():
+        g = group_of[id(p)]
+        if name.endswith(("_mu", "_beta", "_gamma")):
+            assert (g["lr_scale"], g["weight_decay"]) == (5.0, 0.0), name
+        elif p.dim() >= 2:
+            assert (g["lr_scale"], g["weight_decay"]) == (1.0, 0.1), name
+        else:  # biases and norm gains
+            assert (g["lr_scale"], g["weight_decay"]) == (1.0, 0.0), name
+
+
+def test_bad_configs_are_rejected_clearly():
+    with pytest.raises(ValueError, match="residual='adam' is not known; choose one of gd, polyak, nesterov"):
+        GPTConfig(residual="adam")
+    with pytest.raises(ValueError, match="splitting"):
+        GPTConfig(splitting="strang")
+    with pytest.raises(ValueError, match="divisible"):
+        GPTConfig(n_embd=30, n_head=4)
+    with pytest.raises(ValueError, match="strictly between 0 and 1"):
+        GPTConfig(mu_init=1.0)
+    with pytest.raises(ValueError, match="block_size is only 16"):
+        make()(torch.zeros(1, 17, dtype=torch.long))
+
+
+@pytest.mark.parametrize("residual", RESIDUALS)
+def test_generate_and_crop(residual):
+    model = make(residual)
+    out = model.generate(torch.zeros(2, 3, dtype=torch.long), max_new_tokens=20, top_k=5)
+    assert out.shape == (2, 23) and out.max() < 64
+    model.crop_block_size(8)
+    assert model.transformer.wpe.weight.shape[0] == 8
+    assert model(torch.zeros(1, 8, dtype=torch.long))[0].shape == (1, 1, 64)
+
+
+def test_loss_at_init_is_near_uniform():
+    for residual in RESIDUALS:
+        idx = torch.randint(0, 64, (4, 16))
+        loss = make(residual)(idx, idx)[1].item()
+        assert abs(loss - math.log(64)) < 0.5, residual
