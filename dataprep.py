@@ -1,0 +1,293 @@
+"""Turn a text corpus into nanoGPT-format token files: train.bin, val.bin and meta.json.
+
+Each document becomes enc.encode_ordinary(doc) + [eot] with GPT-2 BPE, as in nanoGPT. A .bin file is a flat
+array of uint16 token ids: np.memmap(path, dtype=np.uint16, mode="r"). data/<dataset>/prepare.py calls
+main() with its dataset's defaults; the functions below are also meant for tests and other tools.
+"""
+import argparse
+import itertools
+import json
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+from multiprocessing import Pool
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from tokenizer import get_gpt2_encoding
+
+EOT = "<|endoftext|>"
+SUFFIXES = (".txt", ".jsonl", ".json", ".parquet")
+SHARED_DATA = Path(__file__).resolve().parent.parent / "shared" / "data"  # small real samples, for offline machines
+
+
+class DataError(Exception):
+    """Bad input or no reachable source: main() prints it as one line, without a traceback."""
+
+
+# -----------------------------------------------------------------------------
+# reading documents
+
+def read_documents(path):
+    """The documents of one .txt, .jsonl, .json or .parquet file, in file order."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path} does not exist or is not a file")
+    suffix = path.suffix.lower()
+    if suffix not in SUFFIXES:
+        raise DataError(f"{path}: unsupported file type {suffix or '(none)'!r}, use .txt, .jsonl, .json or .parquet")
+    try:
+        if suffix == ".txt":
+            return _split_txt(path.read_text(encoding="utf-8"), path)
+        if suffix == ".parquet":
+            return _read_parquet(path)
+        text = path.read_text(encoding="utf-8")
+        if suffix == ".json" and text.lstrip().startswith("["):  # one JSON array of records
+            records = json.loads(text)
+        else:  # JSON lines, which is also what `datasets` writes for .json
+            records = [json.loads(line) for line in text.splitlines() if line.strip()]
+        return _texts([r.get("text") if isinstance(r, dict) else None for r in records], path)
+    except UnicodeDecodeError:
+        raise DataError(f"{path} is not valid UTF-8 text") from None
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path} is not valid JSON ({e})") from None
+
+
+def _read_parquet(path):
+    import pyarrow as pa  # comes with `datasets`
+    import pyarrow.parquet as pq
+    try:
+        if "text" not in pq.read_schema(path).names:
+            raise DataError(f"{path} has no 'text' column")
+        return _texts(pq.read_table(path, columns=["text"]).column("text").to_pylist(), path)
+    except pa.ArrowException as e:
+        raise DataError(f"{path} is not a readable parquet file ({e})") from None
+
+
+def _split_txt(text, path):
+    if EOT not in text:  # no separator: the whole file is one document (boundaries unknown)
+        return [text] if text.strip() else []
+    docs = text.split(EOT)
+    if text.endswith(EOT):  # exact join: "".join(doc + EOT for doc in docs)
+        return docs[:-1]
+    # TinyStories .txt layout: the separator on a line of its own. What follows the last one is only the
+    # final newline, or a document cut off mid-way (the 2 MiB sample), so drop it
+    if docs[-1].strip():
+        print(f"{path}: dropped {len(docs[-1]):,} characters after the last {EOT} (an unterminated document)",
+              file=sys.stderr)
+    return [d.strip() for d in docs[:-1]]
+
+
+def _texts(values, path):
+    for i, v in enumerate(values):
+        if not isinstance(v, str):
+            raise DataError(f"{path}: record {i + 1} has no 'text' string field")
+    return values
+
+
+def list_files(paths):
+    """Expand folders into the supported files inside them (sorted); files keep the order given."""
+    files = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in SUFFIXES)
+            if not found:
+                raise DataError(f"{p} holds no .txt, .jsonl, .json or .parquet files")
+            files += found
+        elif p.exists():
+            files.append(p)
+        else:
+            raise DataError(f"{p} does not exist")
+    return files
+
+
+def split_mask(n_docs, val_fraction, seed):
+    """Seeded split by document: a bool array, True for the round(n_docs * val_fraction) (at least 1) val docs."""
+    if n_docs < 2:
+        raise DataError(f"need at least 2 documents to split into train and val, found {n_docs}")
+    if not 0 < val_fraction < 1:
+        raise DataError(f"--val-fraction must be between 0 and 1, got {val_fraction}")
+    n_val = min(n_docs - 1, max(1, round(n_docs * val_fraction)))
+    is_val = np.zeros(n_docs, dtype=bool)
+    is_val[np.random.default_rng(seed).permutation(n_docs)[:n_val]] = True
+    return is_val
+
+
+# -----------------------------------------------------------------------------
+# the Hugging Face hub
+
+def _hub_reachable(timeout=5):
+    """A quick check first: offline, `datasets` retries for about 25 s before it gives up."""
+    request = urllib.request.Request(os.environ.get("HF_ENDPOINT", "https://huggingface.co"), method="HEAD")
+    try:
+        urllib.request.urlopen(request, timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return True  # the server answered
+    except (OSError, ValueError):  # no DNS, refused, timed out, bad HF_ENDPOINT
+        return False
+    return True
+
+
+def load_hub(name, streaming=False, num_proc=None):
+    """The dataset's splits (a dict-like of split name -> dataset) from the hub, or the hub's cache offline."""
+    offline = any(os.environ.get(v, "").upper() in ("1", "ON", "YES", "TRUE")
+                  for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+    message = (f"could not reach the Hugging Face hub to get {name}: pass --data-files PATH... to prepare "
+               f"local files instead (or --sample for a small sample)")
+    if not offline and not _hub_reachable():
+        raise DataError(message)
+    import datasets  # slow to import, and only needed here
+    try:
+        if streaming:
+            return datasets.load_dataset(name, streaming=True)
+        return datasets.load_dataset(name, num_proc=num_proc)
+    except ConnectionError:  # e.g. HF_HUB_OFFLINE=1 and no cached copy
+        raise DataError(message) from None
+
+
+def hub_texts(ds, batch_size=1000):
+    """The documents of a hub dataset split, in order, without holding them all in memory."""
+    for batch in ds.iter(batch_size=batch_size):
+        yield from batch["text"]
+
+
+# -----------------------------------------------------------------------------
+# tokenizing and writing
+
+_enc = None
+
+
+def _init_worker():
+    global _enc
+    _enc = get_gpt2_encoding()
+
+
+def _encode(doc):
+    ids = _enc.encode_ordinary(doc)
+    ids.append(_enc.eot_token)
+    return np.array(ids, dtype=np.uint16)  # GPT-2's 50,257 ids fit in uint16
+
+
+def tokenize_documents(docs, num_proc=1):
+    """Yield each document's tokens, encode_ordinary(doc) + [eot] as uint16, in document order.
+    docs can be any iterable: with num_proc > 1, worker processes pull it a chunk at a time."""
+    if num_proc <= 1:
+        _init_worker()
+        yield from map(_encode, docs)
+        return
+    with Pool(num_proc, initializer=_init_worker) as pool:
+        yield from pool.imap(_encode, docs, chunksize=64)
+
+
+def prepare(docs, is_val, out_dir, num_proc=1, meta=None):
+    """Tokenize docs into out_dir/train.bin, val.bin and meta.json; document i goes to val if is_val[i].
+    docs is read once, in order, and tokens go straight to disk, so a 9B-token corpus fits in memory.
+    Everything is written to temp files renamed at the end: a failure never damages existing files."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    names = ("train.bin", "val.bin", "meta.json")
+    tmp = {n: out_dir / f"{n}.{os.getpid()}.tmp" for n in names}
+    tokens, n_docs = {False: 0, True: 0}, {False: 0, True: 0}
+    t0 = time.time()
+    try:
+        with open(tmp["train.bin"], "wb") as ftrain, open(tmp["val.bin"], "wb") as fval:
+            progress = tqdm(tokenize_documents(docs, num_proc), total=len(is_val), unit="docs", desc="tokenizing")
+            for v, ids in zip(map(bool, is_val), progress, strict=True):
+                (fval if v else ftrain).write(ids.tobytes())
+                tokens[v] += len(ids)
+                n_docs[v] += 1
+        dt = time.time() - t0
+        enc = get_gpt2_encoding()
+        meta = {"vocab_size": enc.n_vocab, "tokenizer": enc.name, "eot_token": enc.eot_token, "dtype": "uint16",
+                **(meta or {}), "train_tokens": tokens[False], "val_tokens": tokens[True],
+                "train_docs": n_docs[False], "val_docs": n_docs[True]}
+        tmp["meta.json"].write_text(json.dumps(meta, indent=2) + "\n")
+        for n in names:
+            os.replace(tmp[n], out_dir / n)
+    finally:
+        for p in tmp.values():
+            p.unlink(missing_ok=True)
+    total = tokens[False] + tokens[True]
+    print(f"train {tokens[False]:,} tokens ({n_docs[False]:,} docs), val {tokens[True]:,} tokens "
+          f"({n_docs[True]:,} docs) in {out_dir}; tokenized in {dt:.1f}s, {total / max(dt, 1e-6):,.0f} tokens/s")
+    return meta
+
+
+# -----------------------------------------------------------------------------
+# command line
+
+def main(name, hub, out_dir, sample_docs, hub_val_split=None, hub_val_fraction=None, sample_val_docs=0,
+         argv=None):
+    """Command line of data/<name>/prepare.py. hub_val_split names the hub's own val split, if it has one;
+    otherwise the hub's train split is split by document with hub_val_fraction."""
+    mirror = SHARED_DATA / name
+    parser = argparse.ArgumentParser(
+        description=f"Tokenize {name} with GPT-2 BPE into train.bin, val.bin (uint16) and meta.json. "
+                    f"By default the full dataset comes from the Hugging Face hub ({hub}).",
+        epilog=f"--sample uses every file in {mirror} when that folder exists (offline machines, CI), split by "
+               f"document with --val-fraction 0.1 unless given; otherwise it streams only the first "
+               f"{sample_docs} train documents from the hub"
+               + (f" and the first {sample_val_docs} {hub_val_split} documents." if hub_val_split else ".")
+               + " Local files: .txt documents are separated by <|endoftext|> (a file without one is a single "
+                 "document); .jsonl, .json and .parquet need a 'text' field.")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--data-files", nargs="+", metavar="PATH",
+                        help="local files, or folders meaning every supported file inside (sorted), instead of "
+                             "the hub; split by document with --val-fraction and --seed")
+    source.add_argument("--sample", action="store_true",
+                        help="a small real sample, about 1-1.5M tokens, for quick CPU runs (see below)")
+    parser.add_argument("--out-dir", default=str(out_dir), help="where to write (default: %(default)s)")
+    parser.add_argument("--val-fraction", type=float,
+                        help="fraction of documents for val: default 0.01 for --data-files, 0.1 for --sample"
+                             + (f", {hub_val_fraction} for the hub" if hub_val_fraction
+                                else f"; the full hub dataset uses its own {hub_val_split} split"))
+    parser.add_argument("--seed", type=int, default=2357, help="seed of the split by document (default: 2357)")
+    parser.add_argument("--num-proc", type=int, default=os.cpu_count(),
+                        help="tokenizer processes (default: all cores, %(default)s)")
+    args = parser.parse_args(argv)
+
+    val_fraction = args.val_fraction
+    if val_fraction is None:
+        val_fraction = 0.1 if args.sample else 0.01 if args.data_files else hub_val_fraction
+    try:
+        if args.sample and mirror.is_dir():
+            args.data_files = [mirror]
+        if args.data_files:
+            files = list_files(args.data_files)
+            docs = [d for f in files for d in read_documents(f)]
+            if not docs:
+                raise DataError(f"found no documents in {', '.join(map(str, files))}")
+            is_val = split_mask(len(docs), val_fraction, args.seed)
+            meta = {"source": [str(f) for f in files], "split": "seeded by document",
+                    "seed": args.seed, "val_fraction": val_fraction}
+        elif args.sample:  # stream just a slice, so nothing big is downloaded
+            ds = load_hub(hub, streaming=True)
+            train = [row["text"] for row in ds["train"].take(sample_docs)]
+            source = f"{hub}: first {len(train)} train docs"
+            if hub_val_split:
+                val = [row["text"] for row in ds[hub_val_split].take(sample_val_docs)]
+                docs, is_val = train + val, [False] * len(train) + [True] * len(val)
+                meta = {"source": f"{source}, first {len(val)} {hub_val_split} docs", "split": "hub splits",
+                        "seed": None, "val_fraction": None}
+            else:
+                docs, is_val = train, split_mask(len(train), val_fraction, args.seed)
+                meta = {"source": source, "split": "seeded by document", "seed": args.seed,
+                        "val_fraction": val_fraction}
+        else:
+            ds = load_hub(hub, num_proc=args.num_proc)
+            if hub_val_split:
+                train, val = ds["train"], ds[hub_val_split]
+                docs = itertools.chain(hub_texts(train), hub_texts(val))
+                is_val = np.repeat([False, True], [len(train), len(val)])
+                meta = {"source": hub, "split": "hub splits", "seed": None, "val_fraction": None}
+            else:
+                docs, is_val = hub_texts(ds["train"]), split_mask(len(ds["train"]), val_fraction, args.seed)
+                meta = {"source": hub, "split": "seeded by document", "seed": args.seed,
+                        "val_fraction": val_fraction}
+        prepare(docs, is_val, args.out_dir, max(1, args.num_proc), meta)
+    except DataError as e:
+        sys.exit(f"{parser.prog}: error: {e}")
