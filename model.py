@@ -64,14 +64,21 @@ class CausalSelfAttention(nn.Module):
         self.n_embd = config.n_embd
         self.dropout = config.dropout
 
-    def forward(self, x):
+    def forward(self, x, cache=None):
         B, T, C = x.size()
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
-        # flash attention on CUDA, a fused kernel on CPU
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0, is_causal=True)
+        if cache is not None:
+            # generation: earlier positions' keys and values are reused. Only this attention's input
+            # depends on other tokens; the X and V streams are per token, so this is all we keep.
+            if cache:
+                assert T == 1, "after the prompt, the cache takes one token at a time"
+                k, v = torch.cat((cache["k"], k), dim=2), torch.cat((cache["v"], v), dim=2)
+            cache["k"], cache["v"] = k, v
+        # flash attention on CUDA, a fused kernel on CPU; a single query attends to everything cached
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0, is_causal=T > 1)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_dropout(self.c_proj(y))
 
@@ -153,8 +160,8 @@ class Block(nn.Module):
         if config.velocity_norm:
             self.ln_v = nn.ModuleDict({step: LayerNorm(config.n_embd, bias=config.bias) for step in self.substeps})
 
-    def oracle(self, name, x):
-        return self.attn(self.ln_1(x)) if name == "attn" else self.mlp(self.ln_2(x))
+    def oracle(self, name, x, cache=None):
+        return self.attn(self.ln_1(x), cache) if name == "attn" else self.mlp(self.ln_2(x))
 
     def scalars(self, step):
         """(mu, beta, {oracle: gamma}) of one substep; mu is 0 without lookahead."""
@@ -163,14 +170,15 @@ class Block(nn.Module):
         gammas = {oracle: F.softplus(getattr(self, f"{oracle}_gamma")) for oracle in self.substeps[step]}
         return mu, beta, gammas
 
-    def forward(self, x, v):
+    def forward(self, x, v, kv_cache=None):
         for step, oracles in self.substeps.items():
+            cache = None if kv_cache is None else kv_cache.setdefault(step, {})  # one per attention call
             if self.residual == "gd":
-                x = x + sum(self.oracle(o, x) for o in oracles)                            # X = X + Oracle(LN(X))
+                x = x + sum(self.oracle(o, x, cache) for o in oracles)                     # X = X + Oracle(LN(X))
                 continue
             mu, beta, gamma = self.scalars(step)
             lookahead = x + mu * v if self.residual == "nesterov" else x                   # Xin = X + mu V (polyak: mu = 0)
-            v = beta * v + sum(gamma[o] * self.oracle(o, lookahead) for o in oracles)      # V = beta V + gamma Oracle(LN(Xin))
+            v = beta * v + sum(gamma[o] * self.oracle(o, lookahead, cache) for o in oracles)  # V = beta V + gamma Oracle(LN(Xin))
             if self.ln_v is not None:
                 v = self.ln_v[step](v)                                                     # V = LN_v(V)
             x = x + v                                                                      # X = X + V
@@ -226,20 +234,24 @@ class GPT(nn.Module):
         elif isinstance(module, nn.Embedding):
             torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
-    def forward(self, idx, targets=None):
+    def forward(self, idx, targets=None, kv_cache=None):
+        """Logits and loss. A kv_cache (from new_kv_cache, for generation) continues at the position it holds."""
         device = idx.device
         b, t = idx.size()
-        if t > self.config.block_size:
-            raise ValueError(f"Cannot forward a sequence of length {t}: block_size is only {self.config.block_size}.")
-        pos = torch.arange(0, t, dtype=torch.long, device=device)
+        start = kv_cache.length if kv_cache is not None else 0
+        if start + t > self.config.block_size:
+            raise ValueError(f"Cannot forward a sequence of length {start + t}: block_size is only {self.config.block_size}.")
+        pos = torch.arange(start, start + t, dtype=torch.long, device=device)
 
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
         v = None  # gd has no velocity stream
         if self.config.residual != "gd":
             v = (self.transformer.drop(self.transformer.vte(idx) + self.transformer.vpe(pos))
                  if self.config.v0 == "embed" else torch.zeros_like(x))
-        for block in self.transformer.h:
-            x, v = block(x, v)
+        for i, block in enumerate(self.transformer.h):
+            x, v = block(x, v, None if kv_cache is None else kv_cache.layers[i])
+        if kv_cache is not None:
+            kv_cache.length += t
         x = self.transformer.ln_f(x)  # the head reads LN(X_L); V_L is dropped
 
         if targets is not None:
@@ -339,12 +351,23 @@ class GPT(nn.Module):
         flops_per_iter = self.flops_per_token() * self.config.block_size * fwdbwd_per_iter
         return flops_per_iter / dt / peak_flops
 
+    def new_kv_cache(self):
+        return KVCache([{} for _ in self.transformer.h])
+
     @torch.no_grad()
-    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None):
-        """Sample max_new_tokens tokens after the context idx (LongTensor of shape (b, t))."""
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, use_kv_cache=True):
+        """Sample max_new_tokens tokens after the context idx (LongTensor of shape (b, t)). The
+        model sees the last block_size tokens, with the KV cache or without."""
+        cache = None
         for _ in range(max_new_tokens):
-            idx_cond = idx if idx.size(1) <= self.config.block_size else idx[:, -self.config.block_size:]
-            logits, _ = self(idx_cond)
+            if not use_kv_cache:
+                logits, _ = self(idx[:, -self.config.block_size:])
+            elif cache is None or cache.length == self.config.block_size:
+                # (re)fill from the last block_size tokens: positions restart at 0, as without a cache
+                cache = self.new_kv_cache()
+                logits, _ = self(idx[:, -self.config.block_size:], kv_cache=cache)
+            else:
+                logits, _ = self(idx[:, -1:], kv_cache=cache)
             logits = logits[:, -1, :] / temperature
             if top_k is not None:
                 v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
@@ -353,3 +376,10 @@ class GPT(nn.Module):
             idx_next = torch.multinomial(probs, num_samples=1)
             idx = torch.cat((idx, idx_next), dim=1)
         return idx
+
+
+@dataclass
+class KVCache:
+    """Attention keys and values of each layer (a dict per attention call) and how many positions they hold."""
+    layers: list
+    length: int = 0

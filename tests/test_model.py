@@ -247,3 +247,21 @@ def test_loss_at_init_is_near_uniform():
         idx = torch.randint(0, 64, (4, 16))
         loss = make(residual)(idx, idx)[1].item()
         assert abs(loss - math.log(64)) < 0.5, residual
+
+
+@pytest.mark.parametrize("residual,splitting", VARIANTS)
+def test_kv_cache_generation_matches_uncached(residual, splitting):
+    model = make(residual, splitting, seed=6)
+    prompt = torch.randint(0, 64, (2, 5), generator=torch.Generator().manual_seed(2))
+    # 30 new tokens run past block_size 16, so the cache is also refilled from a cropped window
+    cached = model.generate(prompt, 30, top_k=1, use_kv_cache=True)
+    uncached = model.generate(prompt, 30, top_k=1, use_kv_cache=False)
+    assert torch.equal(cached, uncached)
+    # the cached logits themselves agree with a full forward at every position
+    cache = model.new_kv_cache()
+    steps = [model(prompt, kv_cache=cache)[0]] + [model(cached[:, t:t + 1], kv_cache=cache)[0] for t in range(5, 16)]
+    full = all_logits(model, cached[:, :16].contiguous())
+    torch.testing.assert_close(torch.cat(steps, 1), full[:, 4:16], rtol=1e-4, atol=1e-5)
+    assert cache.length == 16
+    with pytest.raises(ValueError, match="block_size is only 16"):
+        model(cached[:, 16:17], kv_cache=cache)
