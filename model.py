@@ -25,7 +25,7 @@ residual="gd", splitting="lie_trotter" is exactly nanoGPT's GPT: same parameter 
 
 import inspect
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn as nn
@@ -317,6 +317,17 @@ class GPT(nn.Module):
             assert source.shape == sd[k].shape, f"shape mismatch for {k}"
             with torch.no_grad():
                 sd[k].copy_(source)
+        return model
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint):
+        """A model from a checkpoint dict of ours or nanoGPT's (whose model_args lack our keys, so
+        they default to plain GPT). Prefixes from torch.compile and DDP are removed."""
+        known = {f.name for f in fields(GPTConfig)}
+        model = cls(GPTConfig(**{k: v for k, v in checkpoint['model_args'].items() if k in known}))
+        state_dict = {k.removeprefix('_orig_mod.').removeprefix('module.'): v for k, v in checkpoint['model'].items()
+                      if not k.endswith('.attn.bias')}  # nanoGPT's causal-mask buffer on torch without flash attention
+        model.load_state_dict(state_dict)
         return model
 
     def configure_optimizers(self, weight_decay, learning_rate, betas, device_type, scalar_lr_scale=5.0):

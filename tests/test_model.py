@@ -265,3 +265,19 @@ def test_kv_cache_generation_matches_uncached(residual, splitting):
     assert cache.length == 16
     with pytest.raises(ValueError, match="block_size is only 16"):
         model(cached[:, 16:17], kv_cache=cache)
+
+
+def test_from_checkpoint_loads_ours_and_nanogpts():
+    ours = make("nesterov", "euler", v0="zero")
+    from dataclasses import asdict
+    loaded = GPT.from_checkpoint({"model_args": asdict(ours.config), "model": ours.state_dict()}).eval()
+    idx = torch.randint(0, 64, (2, 16))
+    assert torch.equal(all_logits(loaded, idx), all_logits(ours, idx))
+    # nanoGPT: model_args without our keys, compiled-model prefixes, the causal-mask buffer of old torch
+    gd = make("gd")
+    nano_args = {k: getattr(gd.config, k) for k in ("n_layer", "n_head", "n_embd", "block_size", "bias", "vocab_size", "dropout")}
+    nano_sd = {"_orig_mod." + k: v for k, v in gd.state_dict().items()}
+    nano_sd["_orig_mod.transformer.h.0.attn.bias"] = torch.ones(1, 1, 16, 16).tril()
+    loaded = GPT.from_checkpoint({"model_args": nano_args, "model": nano_sd}).eval()
+    assert loaded.config.residual == "gd"
+    assert torch.equal(all_logits(loaded, idx), all_logits(gd, idx))
