@@ -12,12 +12,15 @@ residual ("the optimiser"), per substep:
     nesterov  Xin = X + mu * V                                        (lookahead)
               V   = LN_v(beta * V + gamma * Oracle(LN(Xin)))
               X   = X + V                                             (YuriiFormer)
-splitting ("how the two energies share a layer"):
-    lie_trotter  an attention substep, then an MLP substep, each with its own mu, beta, LN_v
-    euler        one substep: both oracles at the same point, gamma_attn * Attn + gamma_mlp * MLP
+splitting ("how the two energies share a layer"), with oracle calls per layer:
+    lie_trotter  an attention substep, then an MLP substep, each with its own mu, beta, LN_v   (2)
+    euler        one substep: both oracles at the same point, gamma_a * Attn + gamma_m * MLP     (2)
+    verlet       Strang: half attention step, MLP step, half attention step                     (3)
+    imex         euler, then imex_iters fixed-point corrections with the MLP at the new point   (2 + k)
+The paper states verlet and imex only by name and cost; the forms above are documented at SPLITTINGS.
 
-mu = sigmoid(a), beta = sigmoid(b), gamma = softplus(c) are learned scalars (one set per layer and
-substep, gamma one per oracle). V_0 comes from its own token and position tables (v0="embed") or is
+mu = sigmoid(a), beta = sigmoid(b), gamma = softplus(c) are learned scalars: mu and beta one per
+layer and substep, gamma one per oracle call. V_0 comes from its own token and position tables (v0="embed") or is
 zero (v0="zero"); the head reads LN(X_L) through the tied unembedding and V_L is dropped.
 
 residual="gd", splitting="lie_trotter" is exactly nanoGPT's GPT: same parameter names, init and logits.
@@ -32,10 +35,17 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 RESIDUALS = ("gd", "polyak", "nesterov")
-# substep name -> the oracles evaluated at that substep's (lookahead) point, in order
+# substep name -> {oracle: share of the step} for the oracles called at that substep's point. gd
+# multiplies each force by its share; the momentum variants start their learned gamma at share * gamma_init.
 SPLITTINGS = {
-    "lie_trotter": {"attn": ("attn",), "mlp": ("mlp",)},
-    "euler": {"euler": ("attn", "mlp")},
+    "lie_trotter": {"attn": {"attn": 1.0}, "mlp": {"mlp": 1.0}},
+    "euler": {"euler": {"attn": 1.0, "mlp": 1.0}},
+    # Strang splitting, kick-drift-kick: half an attention step, a full MLP step, half an attention
+    # step; 3 oracle calls per layer (the attention weights are shared by both halves)
+    "verlet": {"attn1": {"attn": 0.5}, "mlp": {"mlp": 1.0}, "attn2": {"attn": 0.5}},
+    # implicit-explicit: attention explicit, the MLP implicit. An Euler predictor, then imex_iters
+    # fixed-point corrections that re-evaluate the MLP at the new point; 2 + imex_iters calls per layer
+    "imex": {"imex": {"attn": 1.0, "mlp": 1.0}},
 }
 V0S = ("embed", "zero")
 
@@ -107,7 +117,8 @@ class GPTConfig:
     bias: bool = True  # biases in Linears and LayerNorms, like GPT-2; the paper uses False
     # the residual template (module docstring)
     residual: str = "gd"  # "gd" | "polyak" | "nesterov"
-    splitting: str = "lie_trotter"  # "lie_trotter" | "euler"
+    splitting: str = "lie_trotter"  # "lie_trotter" | "euler" | "verlet" | "imex" (see SPLITTINGS)
+    imex_iters: int = 1  # fixed-point corrections of splitting="imex" (the paper's k = 1, 2)
     velocity_norm: bool = True  # LN_v after every velocity update; without it the stream diverges (IC, MS)
     v0: str = "embed"  # "embed": V_0 from its own token + position tables; "zero": V_0 = 0
     # Initial mu, beta, gamma (the values, not the raw parameters). The paper leaves them open; the
@@ -121,6 +132,8 @@ class GPTConfig:
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise ValueError(f"{key}={getattr(self, key)!r} is not known; choose one of {', '.join(allowed)}.")
+        if self.imex_iters < 1:
+            raise ValueError(f"imex_iters={self.imex_iters} must be at least 1.")
         if self.n_embd % self.n_head != 0:
             raise ValueError(f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}.")
         if not (0 < self.mu_init < 1 and 0 < self.beta_init < 1 and self.gamma_init > 0):
@@ -137,7 +150,7 @@ def _inverse_softplus(y):
 
 
 class Block(nn.Module):
-    """One layer: one step of the configured optimiser, calling attention and MLP once each."""
+    """One layer: one step of the configured optimiser, calling attention and MLP as the splitting says."""
 
     def __init__(self, config):
         super().__init__()
@@ -147,18 +160,24 @@ class Block(nn.Module):
         self.mlp = MLP(config)
         self.residual = config.residual
         self.substeps = SPLITTINGS[config.splitting]
+        self.corrections = config.imex_iters if config.splitting == "imex" else 0
         self.ln_v = None
         if self.residual == "gd":
             return
-        # raw scalars: mu = sigmoid(<substep>_mu), beta = sigmoid(<substep>_beta), gamma = softplus(<oracle>_gamma)
-        for step in self.substeps:
+        # raw scalars: mu = sigmoid(<substep>_mu), beta = sigmoid(<substep>_beta), gamma = softplus(<call>_gamma)
+        for step, calls in self.substeps.items():
             if self.residual == "nesterov":
                 setattr(self, f"{step}_mu", nn.Parameter(torch.tensor(_logit(config.mu_init))))
             setattr(self, f"{step}_beta", nn.Parameter(torch.tensor(_logit(config.beta_init))))
-        for oracle in ("attn", "mlp"):
-            setattr(self, f"{oracle}_gamma", nn.Parameter(torch.tensor(_inverse_softplus(config.gamma_init))))
+            for oracle, share in calls.items():
+                raw = _inverse_softplus(share * config.gamma_init)
+                setattr(self, self.gamma_name(step, oracle), nn.Parameter(torch.tensor(raw)))
         if config.velocity_norm:
             self.ln_v = nn.ModuleDict({step: LayerNorm(config.n_embd, bias=config.bias) for step in self.substeps})
+
+    def gamma_name(self, step, oracle):
+        # one gamma per oracle call: "attn_gamma" when a substep calls one oracle, "euler_mlp_gamma" when it calls two
+        return f"{step}_gamma" if len(self.substeps[step]) == 1 else f"{step}_{oracle}_gamma"
 
     def oracle(self, name, x, cache=None):
         return self.attn(self.ln_1(x), cache) if name == "attn" else self.mlp(self.ln_2(x))
@@ -167,22 +186,36 @@ class Block(nn.Module):
         """(mu, beta, {oracle: gamma}) of one substep; mu is 0 without lookahead."""
         mu = torch.sigmoid(getattr(self, f"{step}_mu")) if self.residual == "nesterov" else 0.0
         beta = torch.sigmoid(getattr(self, f"{step}_beta"))
-        gammas = {oracle: F.softplus(getattr(self, f"{oracle}_gamma")) for oracle in self.substeps[step]}
+        gammas = {o: F.softplus(getattr(self, self.gamma_name(step, o))) for o in self.substeps[step]}
         return mu, beta, gammas
 
     def forward(self, x, v, kv_cache=None):
-        for step, oracles in self.substeps.items():
+        for step, calls in self.substeps.items():
             cache = None if kv_cache is None else kv_cache.setdefault(step, {})  # one per attention call
             if self.residual == "gd":
-                x = x + sum(self.oracle(o, x, cache) for o in oracles)                     # X = X + Oracle(LN(X))
+                force = {o: share * self.oracle(o, x, cache) for o, share in calls.items()}
+                x_next = x + sum(force.values())                                          # X+ = X + Oracle(LN(X))
+                for _ in range(self.corrections):                                         # IMEX: X+ = X + A(X) + M(X+)
+                    force["mlp"] = self.oracle("mlp", x_next)
+                    x_next = x + sum(force.values())
+                x = x_next
                 continue
             mu, beta, gamma = self.scalars(step)
-            lookahead = x + mu * v if self.residual == "nesterov" else x                   # Xin = X + mu V (polyak: mu = 0)
-            v = beta * v + sum(gamma[o] * self.oracle(o, lookahead, cache) for o in oracles)  # V = beta V + gamma Oracle(LN(Xin))
-            if self.ln_v is not None:
-                v = self.ln_v[step](v)                                                     # V = LN_v(V)
-            x = x + v                                                                      # X = X + V
+            lookahead = x + mu * v if self.residual == "nesterov" else x                  # Xin = X + mu V (polyak: mu = 0)
+            force = {o: gamma[o] * self.oracle(o, lookahead, cache) for o in calls}
+            v_next = self.velocity(step, beta * v + sum(force.values()))                  # V+ = LN_v(beta V + gamma Oracle(LN(Xin)))
+            for _ in range(self.corrections):                                             # IMEX: the MLP force at X+ = X + V+
+                force["mlp"] = gamma["mlp"] * self.oracle("mlp", x + v_next)
+                v_next = self.velocity(step, beta * v + sum(force.values()))
+            x, v = x + v_next, v_next                                                     # X = X + V
         return x, v
+
+    def velocity(self, step, v):
+        return self.ln_v[step](v) if self.ln_v is not None else v
+
+    @property
+    def oracle_calls(self):
+        return sum(len(calls) for calls in self.substeps.values()) + self.corrections
 
 
 class GPT(nn.Module):
@@ -275,7 +308,7 @@ class GPT(nn.Module):
                     out[f"layer{i}.{step}.mu"] = mu.item()
                 out[f"layer{i}.{step}.beta"] = beta.item()
                 for oracle, gamma in gammas.items():
-                    out[f"layer{i}.{oracle}.gamma"] = gamma.item()
+                    out[f"layer{i}.{block.gamma_name(step, oracle).replace('_', '.')}"] = gamma.item()
         return out
 
     def crop_block_size(self, block_size):
@@ -351,11 +384,16 @@ class GPT(nn.Module):
         return torch.optim.AdamW([g for g in optim_groups if g['params']], lr=learning_rate, betas=betas, **extra_args)
 
     def flops_per_token(self):
-        """Model FLOPs per token of a training step (forward + backward), as in the PaLM paper, Appendix B.
-        Every variant makes the same attention and MLP calls, so this is the same for all of them."""
+        """Model FLOPs per token of a training step (forward + backward), as in the PaLM paper, Appendix B:
+        6 per weight used plus the attention scores, counting each oracle call (Verlet and IMEX call
+        an oracle more than once per layer with the same weights)."""
         cfg = self.config
         L, H, Q, T = cfg.n_layer, cfg.n_head, cfg.n_embd // cfg.n_head, cfg.block_size
-        return 6 * self.get_num_params() + 12 * L * H * Q * T
+        block = self.transformer.h[0]
+        calls = [o for c in block.substeps.values() for o in c] + ["mlp"] * block.corrections
+        extra_weights = sum(p.numel() for o in calls for p in getattr(block, o).parameters()) \
+            - sum(p.numel() for p in [*block.attn.parameters(), *block.mlp.parameters()])
+        return 6 * (self.get_num_params() + L * extra_weights) + 12 * L * H * Q * T * calls.count("attn")
 
     def estimate_mfu(self, fwdbwd_per_iter, dt, peak_flops=312e12):
         """Model FLOPs utilisation against peak_flops (default: A100 bf16 peak)."""

@@ -7,7 +7,7 @@ from torch.nn import functional as F
 
 from model import GPT, GPTConfig, RESIDUALS, SPLITTINGS
 
-VARIANTS = [(r, s) for r in RESIDUALS for s in SPLITTINGS]
+VARIANTS = [(r, s) for r in RESIDUALS for s in SPLITTINGS]  # every scheme, each with its KV cache
 TINY = dict(vocab_size=64, block_size=16, n_layer=2, n_head=2, n_embd=32)
 
 
@@ -79,8 +79,12 @@ def test_polyak_without_memory_or_lnv_equals_gd(splitting):
     polyak = make("polyak", splitting, seed=2, velocity_norm=False)
     missing, unexpected = polyak.load_state_dict(gd.state_dict(), strict=False)
     assert not unexpected and all(k.endswith(("_beta", "_gamma", "vte.weight", "vpe.weight")) for k in missing)
-    set_raw(polyak, "_beta", float("-inf"))           # beta = 0: V_0 and past velocity are forgotten
-    set_raw(polyak, "_gamma", math.log(math.e - 1))   # gamma = softplus(log(e - 1)) = 1
+    set_raw(polyak, "_beta", float("-inf"))  # beta = 0: V_0 and past velocity are forgotten
+    with torch.no_grad():                     # gamma = the share gd gives each call (1, or 1/2 for Strang's halves)
+        for block in polyak.transformer.h:
+            for step, calls in block.substeps.items():
+                for oracle, share in calls.items():
+                    getattr(block, block.gamma_name(step, oracle)).fill_(math.log(math.expm1(share)))
     idx = torch.randint(0, 64, (2, 16))
     torch.testing.assert_close(all_logits(polyak, idx), all_logits(gd, idx), rtol=1e-5, atol=1e-5)
 
@@ -146,15 +150,75 @@ def test_nesterov_euler_block_follows_the_equations():
     block = model.transformer.h[1]
     with torch.no_grad():
         block.euler_mu.fill_(0.8); block.euler_beta.fill_(-0.3)
-        block.attn_gamma.fill_(0.2); block.mlp_gamma.fill_(1.5)
+        block.euler_attn_gamma.fill_(0.2); block.euler_mlp_gamma.fill_(1.5)
     x, v = torch.randn(2, 16, 32), torch.randn(2, 16, 32)
     xin = x + torch.sigmoid(block.euler_mu) * v
-    force = (F.softplus(block.attn_gamma) * attention(layer_norm(xin, block.ln_1), block.attn, 2)
-             + F.softplus(block.mlp_gamma) * mlp(layer_norm(xin, block.ln_2), block.mlp))
+    force = (F.softplus(block.euler_attn_gamma) * attention(layer_norm(xin, block.ln_1), block.attn, 2)
+             + F.softplus(block.euler_mlp_gamma) * mlp(layer_norm(xin, block.ln_2), block.mlp))
     v1 = layer_norm(torch.sigmoid(block.euler_beta) * v + force, block.ln_v["euler"])
     got_x, got_v = block(x, v)
     torch.testing.assert_close(got_v, v1, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(got_x, x + v1, rtol=1e-5, atol=1e-5)
+
+
+def test_nesterov_verlet_block_follows_the_equations():
+    model = make("nesterov", "verlet", seed=7)
+    block = model.transformer.h[0]
+    assert block.oracle_calls == 3
+    scalars = model.momentum_scalars()  # Strang's half steps start at half the gamma
+    assert scalars["layer0.attn1.gamma"] == pytest.approx(math.log(2) / 2)
+    assert scalars["layer0.mlp.gamma"] == pytest.approx(math.log(2))
+    with torch.no_grad():
+        for i, p in enumerate(p for n, p in block.named_parameters() if n.endswith(("_mu", "_beta", "_gamma"))):
+            p.fill_(0.3 * i - 1)
+    x0, v0 = torch.randn(2, 16, 32), torch.randn(2, 16, 32)
+    x, v = x0, v0
+    sig, sp = torch.sigmoid, F.softplus
+    for step in ("attn1", "mlp", "attn2"):  # kick (half attention), drift (MLP), kick (half attention)
+        xin = x + sig(getattr(block, f"{step}_mu")) * v
+        force = mlp(layer_norm(xin, block.ln_2), block.mlp) if step == "mlp" else attention(layer_norm(xin, block.ln_1), block.attn, 2)
+        v = layer_norm(sig(getattr(block, f"{step}_beta")) * v + sp(getattr(block, f"{step}_gamma")) * force, block.ln_v[step])
+        x = x + v
+    got_x, got_v = block(x0, v0)
+    torch.testing.assert_close(got_x, x, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got_v, v, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_imex_block_follows_the_equations(k):
+    model = make("nesterov", "imex", seed=8, imex_iters=k)
+    block = model.transformer.h[0]
+    assert block.oracle_calls == 2 + k
+    x, v = torch.randn(2, 16, 32), torch.randn(2, 16, 32)
+    mu, beta = torch.sigmoid(block.imex_mu), torch.sigmoid(block.imex_beta)
+    ga, gm = F.softplus(block.imex_attn_gamma), F.softplus(block.imex_mlp_gamma)
+    xin = x + mu * v
+    explicit = ga * attention(layer_norm(xin, block.ln_1), block.attn, 2)  # attention once, at the lookahead
+    v_next = layer_norm(beta * v + explicit + gm * mlp(layer_norm(xin, block.ln_2), block.mlp), block.ln_v["imex"])
+    for _ in range(k):  # fixed point of V+ = LN_v(beta V + A + gamma_m MLP(LN(X + V+)))
+        v_next = layer_norm(beta * v + explicit + gm * mlp(layer_norm(x + v_next, block.ln_2), block.mlp), block.ln_v["imex"])
+    got_x, got_v = block(x, v)
+    torch.testing.assert_close(got_v, v_next, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got_x, x + v_next, rtol=1e-5, atol=1e-5)
+    # gd form: X+ = X + A(X) + M(X+), by k corrections from the Euler guess
+    gd_block = make("gd", "imex", seed=8, imex_iters=k).transformer.h[0]
+    a = attention(layer_norm(x, gd_block.ln_1), gd_block.attn, 2)
+    x_next = x + a + mlp(layer_norm(x, gd_block.ln_2), gd_block.mlp)
+    for _ in range(k):
+        x_next = x + a + mlp(layer_norm(x_next, gd_block.ln_2), gd_block.mlp)
+    torch.testing.assert_close(gd_block(x, None)[0], x_next, rtol=1e-5, atol=1e-5)
+
+
+def test_oracle_calls_and_flops_per_scheme():
+    calls = {s: make("gd", s).transformer.h[0].oracle_calls for s in SPLITTINGS}
+    assert calls == {"lie_trotter": 2, "euler": 2, "verlet": 3, "imex": 3}
+    assert make("gd", "imex", imex_iters=2).transformer.h[0].oracle_calls == 4
+    d, L, T = TINY["n_embd"], TINY["n_layer"], TINY["block_size"]
+    attn_w, mlp_w = 4 * d * d + 4 * d, 8 * d * d + 5 * d  # weights and biases of one attention / one MLP call
+    base = make("gd").flops_per_token()
+    assert make("gd", "euler").flops_per_token() == base
+    assert make("gd", "verlet").flops_per_token() - base == L * (6 * attn_w + 12 * d * T)
+    assert make("gd", "imex", imex_iters=2).flops_per_token() - base == L * 6 * 2 * mlp_w
 
 
 def test_gd_euler_is_a_parallel_block():
