@@ -2,9 +2,9 @@
 GPT and the YuriiFormer family (Zimin, Polyanskiy, Rigollet, arXiv 2601.23236) in one file.
 
 A transformer layer is read as one step of an optimiser acting on the token embeddings X: attention
-is a gradient step on an interaction energy, the MLP a gradient step on a potential energy. Each
-layer calls each of its two "oracles" (attention, MLP) exactly once; the variants differ only in how
-those calls are combined into an update, chosen by two GPTConfig fields:
+is a gradient step on an interaction energy, the MLP a gradient step on a potential energy. The
+variants differ only in how a layer combines its calls to these two "oracles" into an update,
+chosen by two GPTConfig fields:
 
 residual ("the optimiser"), per substep:
     gd        X = X + Oracle(LN(X))                                  (plain pre-LN GPT)
@@ -20,8 +20,9 @@ splitting ("how the two energies share a layer"), with oracle calls per layer:
 The paper states verlet and imex only by name and cost; the forms above are documented at SPLITTINGS.
 
 mu = sigmoid(a), beta = sigmoid(b), gamma = softplus(c) are learned scalars: mu and beta one per
-layer and substep, gamma one per oracle call. V_0 comes from its own token and position tables (v0="embed") or is
-zero (v0="zero"); the head reads LN(X_L) through the tied unembedding and V_L is dropped.
+layer and substep, gamma one per oracle call. V_0 comes from its own token and position tables
+(v0="embed") or is zero (v0="zero"); the head reads LN(X_L) through the tied unembedding and V_L
+is dropped.
 
 residual="gd", splitting="lie_trotter" is exactly nanoGPT's GPT: same parameter names, init and logits.
 """
