@@ -1,0 +1,106 @@
+"""
+Sample from a trained model (nanoGPT's sample.py): a checkpoint written by train.py, a nanoGPT
+checkpoint, or OpenAI's GPT-2 weights.
+
+$ python sample.py --out_dir=out-tinystories-cpu-nesterov --start="Once upon a time" --num_samples=3
+$ python sample.py --init_from=gpt2-xl --start=FILE:prompt.txt
+"""
+import os
+import sys
+from contextlib import nullcontext
+
+import torch
+
+from configurator import apply_config
+from model import GPT, GPTConfig
+from tokenizer import get_gpt2_encoding
+
+cuda = torch.cuda.is_available()
+defaults = dict(
+    init_from='resume',  # 'resume' (from out_dir/ckpt.pt) or a GPT-2 variant, e.g. 'gpt2-xl'
+    out_dir='out',  # ignored if init_from is not 'resume'
+    start='<|endoftext|>',  # the prompt; "<|endoftext|>" starts a new document. "FILE:prompt.txt" reads a file
+    num_samples=10,  # number of samples to draw
+    max_new_tokens=500,  # number of tokens generated in each sample
+    temperature=0.8,  # 1.0 = no change, < 1.0 = less random, > 1.0 = more random
+    top_k=200,  # keep only the top_k most likely tokens, 0 keeps all
+    seed=1337,
+    device='cuda' if cuda else 'cpu',  # 'cpu', 'cuda', 'cuda:1', 'mps', ...
+    dtype='float32',  # 'float32' | 'bfloat16' | 'float16'; default set by device below
+    compile=False,  # torch.compile the forward pass
+)
+config = apply_config(defaults, sys.argv[1:])
+# dtype defaults by the chosen device, as in train.py: read the arguments again with that default
+on_cuda = config['device'].startswith('cuda') and cuda
+defaults['dtype'] = 'bfloat16' if on_cuda and torch.cuda.is_bf16_supported() else 'float32'
+config = apply_config(defaults, sys.argv[1:])
+globals().update(config)  # as in nanoGPT, every setting is a plain global from here on
+
+
+def fail(msg):
+    print(f"error: {msg}", file=sys.stderr)
+    sys.exit(1)
+
+
+if device.startswith('cuda') and not cuda:
+    fail(f"device='{device}' but PyTorch sees no CUDA GPU here; use --device=cpu.")
+if dtype not in ('float32', 'bfloat16', 'float16'):
+    fail(f"dtype='{dtype}' is not one of float32, bfloat16, float16.")
+torch.manual_seed(seed)
+device_type = 'cuda' if device.startswith('cuda') else 'cpu'
+if device_type == 'cuda':
+    torch.cuda.manual_seed(seed)
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+ptdtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}[dtype]
+ctx = nullcontext() if dtype == 'float32' else torch.amp.autocast(device_type=device_type, dtype=ptdtype)
+
+# model
+if init_from == 'resume':
+    ckpt_path = os.path.join(out_dir, 'ckpt.pt')
+    if not os.path.exists(ckpt_path):
+        fail(f"no checkpoint at {ckpt_path}: train one with train.py first, or point --out_dir at its folder.")
+    try:
+        checkpoint = torch.load(ckpt_path, map_location='cpu', weights_only=True)
+        # a nanoGPT checkpoint has no residual/splitting/... keys: GPTConfig's defaults are nanoGPT's GPT
+        model = GPT(GPTConfig(**checkpoint['model_args']))
+        # nanoGPT saved torch.compile'd models with an _orig_mod. prefix
+        model.load_state_dict({k.removeprefix('_orig_mod.'): v for k, v in checkpoint['model'].items()})
+    except Exception as e:
+        fail(f"could not load {ckpt_path} ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+             f"it is damaged or not a train.py/nanoGPT checkpoint.")
+elif init_from.startswith('gpt2'):
+    model = GPT.from_pretrained(init_from, dict(dropout=0.0))
+else:
+    fail(f"init_from='{init_from}' is not 'resume' or one of 'gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl'.")
+model.eval()
+model.to(device)
+if compile:
+    # generate() calls self(...), so compile the forward it reaches; the context grows, hence dynamic
+    model.forward = torch.compile(model.forward, dynamic=True)
+
+# prompt
+enc = get_gpt2_encoding()
+if start.startswith('FILE:'):
+    if not os.path.isfile(start[5:]):
+        fail(f"the prompt file {start[5:]} does not exist.")
+    with open(start[5:], 'r', encoding='utf-8') as f:
+        start = f.read()
+start_ids = enc.encode(start, allowed_special={'<|endoftext|>'})
+if not start_ids:
+    fail("the prompt is empty; give some text with --start, or --start='<|endoftext|>' for a new document.")
+x = torch.tensor(start_ids, dtype=torch.long, device=device)[None, ...]
+
+
+def decode(ids):
+    # rows past GPT-2's 50257 tokens only pad the vocabulary; they have no text
+    return enc.decode([i for i in ids if i < enc.n_vocab])
+
+
+# run generation
+with torch.no_grad():
+    with ctx:
+        for k in range(num_samples):
+            y = model.generate(x, max_new_tokens, temperature=temperature, top_k=top_k or None)
+            print(decode(y[0].tolist()))
+            print('---------------')

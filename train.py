@@ -1,0 +1,465 @@
+"""
+Train GPT or a YuriiFormer (momentum) variant: nanoGPT's train.py, same keys and semantics.
+
+One process (CPU or one GPU):
+$ python train.py config/tinystories_cpu_nesterov.py --max_iters=100
+DDP on 8 GPUs of one node (gradient_accumulation_steps is divided by the 8 processes):
+$ torchrun --standalone --nproc_per_node=8 train.py config/tinystories_nesterov.py
+Settings: the defaults below, then config files and --key=value overrides, left to right (configurator.py).
+"""
+import dataclasses
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from contextlib import nullcontext
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm import tqdm
+
+from configurator import apply_config
+from model import GPT, GPTConfig
+
+REPO = os.path.dirname(os.path.abspath(__file__))
+# Evaluation uses one fixed set of windows drawn from this seed, independent of `seed`, so every
+# variant and every run is scored on exactly the same tokens.
+EVAL_SEED = 20260130
+
+# -----------------------------------------------------------------------------
+# default config values, nanoGPT's (GPT-2 124M on OpenWebText)
+cuda = torch.cuda.is_available()
+defaults = dict(
+    # I/O
+    out_dir='out',
+    eval_interval=2000,
+    log_interval=1,
+    eval_iters=200,
+    eval_only=False,  # if True, evaluate once and exit
+    always_save_checkpoint=True,  # if False, save only when val loss improves
+    init_from='scratch',  # 'scratch' | 'resume' (from out_dir/ckpt.pt) | 'gpt2*'
+    # wandb logging
+    wandb_log=False,
+    wandb_project='owt',
+    wandb_run_name='gpt2',
+    # data
+    dataset='openwebtext',  # a folder under data/, or a path to any folder holding train.bin and val.bin
+    gradient_accumulation_steps=5 * 8,  # for one process; divided by the number of processes under torchrun
+    batch_size=12,  # micro-batch size
+    # AdamW
+    learning_rate=6e-4,  # peak; the mu/beta/gamma scalars get lr_scale times this (model.configure_optimizers)
+    max_iters=600000,
+    weight_decay=1e-1,
+    beta1=0.9,
+    beta2=0.95,
+    grad_clip=1.0,  # clip gradients at this norm, or 0.0 for no clipping
+    # learning rate schedule: linear warmup, then cosine down to min_lr
+    decay_lr=True,
+    warmup_iters=2000,
+    lr_decay_iters=600000,  # ~= max_iters per Chinchilla
+    min_lr=6e-5,  # ~= learning_rate / 10 per Chinchilla
+    # system
+    backend=None,  # DDP backend; None picks nccl on CUDA, gloo on CPU
+    device='cuda' if cuda else 'cpu',  # 'cpu', 'cuda', 'cuda:1', 'mps', ...
+    dtype='float32',  # 'float32' | 'bfloat16' | 'float16'; default set by device below
+    compile=False,  # torch.compile the model; default set by device below
+    peak_flops=290e9,  # the MFU denominator; default set by device below
+    seed=1337,
+)
+# every model option is a setting too; nanoGPT trains without biases, and vocab_size None means
+# "from the dataset's meta.json"
+defaults.update({f.name: f.default for f in dataclasses.fields(GPTConfig)}, bias=False, vocab_size=None)
+config = apply_config(defaults, sys.argv[1:])
+# dtype, compile and peak_flops default by the chosen device: read the arguments again with those defaults
+on_cuda = config['device'].startswith('cuda') and cuda
+defaults.update(
+    dtype='bfloat16' if on_cuda and torch.cuda.is_bf16_supported() else 'float32',  # bf16 matmuls are slow on CPUs
+    compile=on_cuda,  # on CPU compiling costs 15-30 s of warm-up for a few percent
+    peak_flops=312e12 if on_cuda else 290e9,  # A100 bf16 peak as nanoGPT; fp32 matmul peak of a 2-core CPU
+)
+config = apply_config(defaults, sys.argv[1:])
+globals().update(config)  # as in nanoGPT, every setting is a plain global from here on
+# -----------------------------------------------------------------------------
+
+master_process = int(os.environ.get('RANK', 0)) == 0
+
+
+def fail(msg):
+    """Stop with one sentence on stderr (printed once under DDP) and a non-zero exit status."""
+    if master_process:
+        print(f"error: {msg}", file=sys.stderr)
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    sys.exit(1)
+
+
+if device.startswith('cuda') and not cuda:
+    fail(f"device='{device}' but PyTorch sees no CUDA GPU here; use --device=cpu.")
+if dtype not in ('float32', 'bfloat16', 'float16'):
+    fail(f"dtype='{dtype}' is not one of float32, bfloat16, float16.")
+if init_from not in ('scratch', 'resume') and not init_from.startswith('gpt2'):
+    fail(f"init_from='{init_from}' is not one of 'scratch', 'resume', 'gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl'.")
+
+# DDP: torchrun sets RANK, LOCAL_RANK and WORLD_SIZE
+ddp = int(os.environ.get('RANK', -1)) != -1
+if ddp:
+    rank, local_rank, world_size = (int(os.environ[k]) for k in ('RANK', 'LOCAL_RANK', 'WORLD_SIZE'))
+    if gradient_accumulation_steps % world_size != 0:
+        fail(f"gradient_accumulation_steps={gradient_accumulation_steps} must be divisible by the "
+             f"{world_size} processes torchrun started.")
+    gradient_accumulation_steps //= world_size
+    if device.startswith('cuda'):
+        device = f'cuda:{local_rank}'
+        torch.cuda.set_device(device)
+    dist.init_process_group(backend=backend or ('nccl' if device.startswith('cuda') else 'gloo'))
+else:
+    rank, world_size = 0, 1
+seed_offset = rank  # each process draws its own training batches
+device_type = 'cuda' if device.startswith('cuda') else 'cpu'  # for autocast and fused AdamW
+tokens_per_iter = gradient_accumulation_steps * world_size * batch_size * block_size
+if master_process:
+    for k, v in config.items():
+        if v != defaults[k]:
+            print(f"config: {k} = {v!r}")
+    print(f"tokens per iteration will be: {tokens_per_iter:,}")
+    os.makedirs(out_dir, exist_ok=True)
+torch.manual_seed(seed + seed_offset)
+if device_type == 'cuda':
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+ptdtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}[dtype]
+ctx = nullcontext() if dtype == 'float32' else torch.amp.autocast(device_type=device_type, dtype=ptdtype)
+
+# -----------------------------------------------------------------------------
+# data: uint16 GPT-2 tokens in train.bin / val.bin (nanoGPT's format)
+data_dir = dataset if os.path.isdir(dataset) else os.path.join(REPO, 'data', dataset)
+n_tokens = {}
+for split in ('train', 'val'):
+    path = os.path.join(data_dir, f'{split}.bin')
+    if not os.path.exists(path):
+        prepare = os.path.join('data', os.path.basename(os.path.normpath(dataset)), 'prepare.py')
+        how = (f"`python {prepare} --sample` (a small sample) or `python {prepare}` (the full dataset)"
+               if os.path.exists(os.path.join(REPO, prepare)) else "data/<name>/prepare.py --out-dir DIR")
+        fail(f"dataset '{dataset}' has no {path}: create it with {how}.")
+    n_tokens[split] = os.path.getsize(path) // 2
+    if n_tokens[split] < block_size + 1:
+        fail(f"{path} holds {n_tokens[split]} tokens, fewer than block_size+1 = {block_size + 1}; "
+             f"use more data or a smaller block_size.")
+
+
+def load_windows(split, offsets):
+    """Inputs and next-token targets of the block_size windows starting at offsets."""
+    # re-open the memmap for every batch: a long-lived np.memmap leaks memory (nanoGPT)
+    data = np.memmap(os.path.join(data_dir, f'{split}.bin'), dtype=np.uint16, mode='r')
+    x = torch.stack([torch.from_numpy(data[i:i + block_size].astype(np.int64)) for i in offsets])
+    y = torch.stack([torch.from_numpy(data[i + 1:i + 1 + block_size].astype(np.int64)) for i in offsets])
+    if device_type == 'cuda':
+        return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
+    return x.to(device), y.to(device)
+
+
+# training batches: random windows from a seeded generator of our own, whose state goes into the
+# checkpoint, so a resumed run continues the same data stream
+train_gen = torch.Generator().manual_seed(seed + seed_offset)
+
+
+def get_batch():
+    return load_windows('train', torch.randint(n_tokens['train'] - block_size, (batch_size,), generator=train_gen).tolist())
+
+
+# evaluation: eval_iters * batch_size fixed windows per split, shared out between the processes
+eval_windows = {}
+for split in ('train', 'val'):
+    offsets = torch.randint(n_tokens[split] - block_size, (eval_iters * batch_size,),
+                            generator=torch.Generator().manual_seed(EVAL_SEED))
+    eval_windows[split] = offsets[rank::world_size].tolist()
+
+# vocab_size None: the dataset's, padded up to a multiple of 64 for efficiency (50257 -> 50304)
+meta_path = os.path.join(data_dir, 'meta.json')
+meta_vocab_size = None
+if os.path.exists(meta_path):
+    with open(meta_path) as f:
+        meta_vocab_size = json.load(f)['vocab_size']
+    if master_process:
+        print(f"found vocab_size = {meta_vocab_size} (inside {meta_path})")
+
+# -----------------------------------------------------------------------------
+# model and optimizer
+model_keys = [f.name for f in dataclasses.fields(GPTConfig)]
+iter_num = 0
+best_val_loss = 1e9
+checkpoint = None
+ckpt_path = os.path.join(out_dir, 'ckpt.pt')
+if init_from == 'scratch':
+    model_args = {k: config[k] for k in model_keys}
+    if vocab_size is None:
+        model_args['vocab_size'] = (meta_vocab_size + 63) // 64 * 64 if meta_vocab_size else 50304
+elif init_from == 'resume':
+    if not os.path.exists(ckpt_path):
+        fail(f"init_from='resume' but there is no checkpoint at {ckpt_path}; train with init_from='scratch' first.")
+    try:
+        checkpoint = torch.load(ckpt_path, map_location='cpu', weights_only=True)
+        # the architecture is the checkpoint's; only dropout may change
+        model_args = dict(checkpoint['model_args'], dropout=dropout)
+        iter_num, best_val_loss = checkpoint['iter_num'], checkpoint['best_val_loss']
+    except Exception as e:
+        fail(f"could not resume from {ckpt_path} ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+             f"it is damaged or was not written by train.py.")
+    if master_process:
+        print(f"resuming from {ckpt_path} at iter {iter_num}")
+if init_from.startswith('gpt2'):
+    if master_process:
+        print(f"initializing from OpenAI GPT-2 weights: {init_from}")
+    raw_model = GPT.from_pretrained(init_from, dict(dropout=dropout))
+else:
+    try:
+        raw_model = GPT(GPTConfig(**model_args))
+    except (TypeError, ValueError) as e:
+        fail(f"bad model settings: {e}")
+# the settings saved with checkpoints describe the model actually trained (all GPTConfig fields)
+model_args = dataclasses.asdict(raw_model.config)
+config.update(model_args)
+if checkpoint is not None:
+    # nanoGPT-era checkpoints may carry torch.compile's prefix
+    raw_model.load_state_dict({k.removeprefix('_orig_mod.'): v for k, v in checkpoint['model'].items()})
+if block_size < raw_model.config.block_size:
+    raw_model.crop_block_size(block_size)  # e.g. GPT-2's 1024 down to a shorter context
+    config['block_size'] = model_args['block_size'] = block_size
+raw_model.to(device)
+
+scaler = torch.amp.GradScaler(device_type, enabled=(dtype == 'float16'))
+optimizer = raw_model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
+if checkpoint is not None:
+    optimizer.load_state_dict(checkpoint['optimizer'])
+    rng = checkpoint.get('rng', [])
+    if len(rng) == world_size:
+        train_gen.set_state(rng[rank]['data'])
+        torch.set_rng_state(rng[rank]['torch'])
+        if device_type == 'cuda' and 'cuda' in rng[rank]:
+            torch.cuda.set_rng_state(rng[rank]['cuda'], device)
+    elif master_process:
+        print(f"note: the checkpoint holds data streams for {len(rng)} processes, not {world_size}; "
+              f"new ones start from seed {seed}")
+checkpoint = None  # free memory
+
+fwd_model = raw_model
+if compile:
+    if master_process:
+        print("compiling the model... (takes a ~minute)")
+    fwd_model = torch.compile(raw_model)
+model = DDP(fwd_model, device_ids=[local_rank] if device_type == 'cuda' else None) if ddp else fwd_model
+
+
+@torch.no_grad()
+def estimate_loss():
+    """Mean loss over the fixed eval windows of each split: every process scores its share, then all-reduce."""
+    out = {}
+    fwd_model.eval()
+    for split, offsets in eval_windows.items():
+        total = torch.zeros((), dtype=torch.float64, device=device)
+        for i in range(0, len(offsets), batch_size):
+            X, Y = load_windows(split, offsets[i:i + batch_size])
+            with ctx:
+                _, loss = fwd_model(X, Y)
+            total += loss.double() * len(X)
+        if ddp:
+            dist.all_reduce(total)
+        out[split] = total.item() / (eval_iters * batch_size)
+    fwd_model.train()
+    return out
+
+
+def get_lr(it):
+    # 1) linear warmup for warmup_iters steps
+    if it < warmup_iters:
+        return learning_rate * (it + 1) / (warmup_iters + 1)
+    # 2) if it > lr_decay_iters, return min learning rate
+    if it > lr_decay_iters:
+        return min_lr
+    # 3) in between, use cosine decay down to min learning rate
+    decay_ratio = (it - warmup_iters) / (lr_decay_iters - warmup_iters)
+    coeff = 0.5 * (1.0 + math.cos(math.pi * decay_ratio))
+    return min_lr + coeff * (learning_rate - min_lr)
+
+
+def git_commit():
+    try:
+        return subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=REPO, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+commit = git_commit() if master_process else None
+
+
+def save_checkpoint():
+    """Called by every process (each contributes its data stream and RNG states); rank 0 writes the file."""
+    rng = {'data': train_gen.get_state(), 'torch': torch.get_rng_state()}
+    if device_type == 'cuda':
+        rng['cuda'] = torch.cuda.get_rng_state(device)
+    rngs = [None] * world_size
+    if ddp:
+        dist.all_gather_object(rngs, rng)
+    else:
+        rngs = [rng]
+    if not master_process:
+        return
+    checkpoint = {
+        'model': raw_model.state_dict(),  # the uncompiled, unwrapped module: no _orig_mod./module. prefixes
+        'optimizer': optimizer.state_dict(),
+        'model_args': model_args,
+        'iter_num': iter_num,
+        'best_val_loss': best_val_loss,
+        'config': config,
+        'rng': rngs,
+        'torch_version': str(torch.__version__),
+        'git_commit': commit,
+    }
+    print(f"saving checkpoint to {out_dir}")
+    # write a temporary file and rename it over the old one, so a crash never leaves a damaged checkpoint
+    tmp_path = ckpt_path + '.tmp'
+    with open(tmp_path, 'wb') as f:
+        torch.save(checkpoint, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp_path, ckpt_path)
+
+
+def diverged(what, value):
+    fail(f"{what} is {value} at iter {iter_num}: training diverged, so it stops here and leaves {ckpt_path} as it "
+         f"was; try a lower learning_rate (now {learning_rate:g}).")
+
+
+# metrics.jsonl: one line per log step and per eval step. A resumed run drops the lines from
+# iter_num on (they are redone) and appends.
+metrics_path = os.path.join(out_dir, 'metrics.jsonl')
+if master_process:
+    kept = []
+    if init_from == 'resume' and os.path.exists(metrics_path):
+        with open(metrics_path) as f:
+            kept = [line for line in f if json.loads(line)['iter'] < iter_num]
+    with open(metrics_path, 'w') as f:
+        f.writelines(kept)
+
+
+def record(row, console):
+    if master_process:
+        tqdm.write(console)
+        with open(metrics_path, 'a') as f:
+            f.write(json.dumps(row) + '\n')
+
+
+if wandb_log and master_process:
+    try:
+        import wandb
+    except ImportError:
+        fail("wandb_log=True but wandb is not installed: `pip install wandb`, or set --wandb_log=False.")
+    wandb.init(project=wandb_project, name=wandb_run_name, config=config)
+
+# -----------------------------------------------------------------------------
+# training loop
+start_iter = iter_num
+t_start = time.time()
+eval_time = 0.0  # time spent evaluating, kept out of tokens/s
+log_t0, log_iters = time.time(), 0
+pbar = tqdm(total=max_iters, initial=iter_num, disable=not master_process, dynamic_ncols=True)
+while True:
+    # the learning rate of this iteration; the scalars' group runs at a multiple of it
+    lr = get_lr(iter_num) if decay_lr else learning_rate
+    for param_group in optimizer.param_groups:
+        param_group['lr'] = lr * param_group['lr_scale']
+
+    # evaluate on the fixed windows, log the momentum scalars, save a checkpoint
+    if iter_num % eval_interval == 0 or iter_num == max_iters:
+        t_eval = time.time()
+        losses = estimate_loss()
+        scalars = raw_model.momentum_scalars()
+        for split, value in losses.items():
+            if not math.isfinite(value):
+                diverged(f"the {split} loss", value)
+        record({'iter': iter_num, 'train_loss': losses['train'], 'val_loss': losses['val'], 'lr': lr,
+                'tokens_per_s': None, 'mfu': None, **scalars},
+               f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}"
+               + "".join(f"\n  {k} {v:.4f}" for k, v in scalars.items()))
+        if wandb_log and master_process:
+            wandb.log({'iter': iter_num, 'train/loss': losses['train'], 'val/loss': losses['val'], 'lr': lr,
+                       **{f'scalars/{k}': v for k, v in scalars.items()}})
+        if losses['val'] < best_val_loss or always_save_checkpoint:
+            best_val_loss = min(best_val_loss, losses['val'])
+            if iter_num > 0:
+                save_checkpoint()
+        eval_time += time.time() - t_eval
+        log_t0 += time.time() - t_eval
+    if iter_num >= max_iters or eval_only:
+        break
+
+    # forward, backward, update, with gradient accumulation over micro-batches
+    loss_sum = torch.zeros((), device=device)
+    for micro_step in range(gradient_accumulation_steps):
+        X, Y = get_batch()
+        if ddp:
+            # sync gradients only at the last micro step (nanoGPT's lighter form of model.no_sync())
+            model.require_backward_grad_sync = (micro_step == gradient_accumulation_steps - 1)
+        with ctx:
+            logits, loss = model(X, Y)
+            loss = loss / gradient_accumulation_steps  # scale the loss to account for gradient accumulation
+        loss_sum += loss.detach()
+        scaler.scale(loss).backward()
+    if grad_clip != 0.0:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+
+    # log the mean loss of this iteration's micro-batches over all processes
+    log_iters += 1
+    if iter_num % log_interval == 0:
+        if ddp:
+            dist.all_reduce(loss_sum)
+            loss_sum /= world_size
+        lossf = loss_sum.item()  # a CPU-GPU sync point, so the timing below is real
+        if not math.isfinite(lossf):
+            diverged("the training loss", lossf)
+        dt = (time.time() - log_t0) / log_iters
+        mfu = raw_model.estimate_mfu(batch_size * gradient_accumulation_steps, dt, peak_flops)
+        tokens_per_s = tokens_per_iter / dt
+        record({'iter': iter_num, 'train_loss': lossf, 'val_loss': None, 'lr': lr,
+                'tokens_per_s': tokens_per_s, 'mfu': mfu},
+               f"iter {iter_num}: loss {lossf:.4f}, time {dt * 1000:.2f}ms, mfu {mfu * 100:.2f}%, "
+               f"{tokens_per_s:,.0f} tok/s")
+        log_t0, log_iters = time.time(), 0
+    iter_num += 1
+    pbar.update()
+pbar.close()
+
+if master_process:
+    train_time = time.time() - t_start - eval_time
+    run_tokens = (iter_num - start_iter) * tokens_per_iter
+    print(f"done: {iter_num} iters, best val loss {best_val_loss:.4f}, {iter_num * tokens_per_iter:,} tokens seen, "
+          f"wall time {time.time() - t_start:.1f}s, {run_tokens / max(train_time, 1e-9):,.0f} tokens/s (training)")
+    # loss curves from metrics.jsonl
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    with open(metrics_path) as f:
+        rows = [json.loads(line) for line in f]
+    logs = [r for r in rows if r['val_loss'] is None]
+    evals = [r for r in rows if r['val_loss'] is not None]
+    plt.figure(figsize=(8, 5))
+    plt.plot([r['iter'] for r in logs], [r['train_loss'] for r in logs], alpha=0.4, label='train (batch)')
+    plt.plot([r['iter'] for r in evals], [r['train_loss'] for r in evals], 'o-', label='train (eval)')
+    plt.plot([r['iter'] for r in evals], [r['val_loss'] for r in evals], 'o-', label='val')
+    plt.xlabel('iter')
+    plt.ylabel('loss (nats/token)')
+    plt.title(f"{out_dir}: {model_args['residual']} / {model_args['splitting']}")
+    plt.legend()
+    plt.grid(alpha=0.3)
+    plt.savefig(os.path.join(out_dir, 'loss.png'), dpi=100)
+if ddp:
+    dist.destroy_process_group()
