@@ -98,10 +98,8 @@ def list_files(paths):
             if not found:
                 raise DataError(f"{p} holds no .txt, .jsonl, .json or .parquet files")
             files += found
-        elif p.exists():
-            files.append(p)
         else:
-            raise DataError(f"{p} does not exist")
+            files.append(p)  # read_documents() says if it is missing or of the wrong type
     return files
 
 
