@@ -135,7 +135,7 @@ def load_hub(name, streaming=False, num_proc=None):
     offline = any(os.environ.get(v, "").upper() in ("1", "ON", "YES", "TRUE")
                   for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
     message = (f"could not reach the Hugging Face hub to get {name}: pass --data-files PATH... to prepare "
-               f"local files instead (or --sample for a small sample)")
+               f"local files instead" + ("" if streaming else " (or --sample for a small sample)"))
     if not offline and not _hub_reachable():
         raise DataError(message)
     import datasets  # slow to import, and only needed here

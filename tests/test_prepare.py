@@ -175,6 +175,36 @@ def test_offline_without_files_says_what_to_do(tmp_path, dataset, offline_env):
     assert_clean_error(result, "pass --data-files PATH")
 
 
+@pytest.mark.parametrize("sample", [False, True], ids=["full", "sample"])
+@pytest.mark.parametrize("val_split", ["validation", None], ids=["hub_splits", "seeded"])
+def test_hub_source(tmp_path, monkeypatch, sample, val_split):
+    # the hub code paths, with a stand-in for load_dataset: the real download can't be tested offline
+    datasets = pytest.importorskip("datasets")
+    splits = {"train": DOCS[:20], "validation": DOCS[20:]}
+
+    def load_dataset(name, streaming=False, num_proc=None):
+        assert name == "someone/stories"
+        ds = {split: datasets.Dataset.from_dict({"text": docs}) for split, docs in splits.items()}
+        return {split: d.to_iterable_dataset() for split, d in ds.items()} if streaming else ds
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    monkeypatch.setattr(dataprep, "_hub_reachable", lambda: True)
+    dataprep.main(name="no-local-mirror", hub="someone/stories", out_dir=tmp_path, sample_docs=15, sample_val_docs=4,
+                  hub_val_split=val_split, hub_val_fraction=0.1,
+                  argv=["--num-proc", "1"] + (["--sample"] if sample else []))
+    meta, train, val = load_output(tmp_path)
+    train_docs = DOCS[:15] if sample else DOCS[:20]
+    if val_split:
+        val_docs = DOCS[20:24] if sample else DOCS[20:]
+        assert (meta["split"], meta["train_docs"], meta["val_docs"]) == ("hub splits", len(train_docs), len(val_docs))
+        assert (train.tobytes(), val.tobytes()) == (token_bytes(train_docs), token_bytes(val_docs))
+    else:
+        is_val = dataprep.split_mask(len(train_docs), 0.1, 2357)
+        assert (meta["split"], meta["val_fraction"]) == ("seeded by document", 0.1)
+        assert (meta["train_docs"], meta["val_docs"]) == (len(train_docs) - 2, 2)
+        assert val.tobytes() == token_bytes(d for d, v in zip(train_docs, is_val) if v)
+
+
 @needs_data
 @pytest.mark.parametrize("dataset", ["tinystories", "openwebtext"])
 def test_sample_uses_local_mirror(tmp_path, dataset):
