@@ -186,7 +186,7 @@ def tokenize_documents(docs, num_proc=1):
 
 def prepare(docs, is_val, out_dir, num_proc=1, meta=None):
     """Tokenize docs into out_dir/train.bin, val.bin and meta.json; document i goes to val if is_val[i].
-    docs is read once, in order, and tokens go straight to disk, so a 9B-token corpus fits in memory.
+    docs is read once, in order, and tokens go straight to disk: memory does not grow with the corpus.
     Everything is written to temp files renamed at the end: a failure never damages existing files."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
