@@ -174,8 +174,8 @@ def _encode(doc):
 def tokenize_documents(docs, num_proc=1):
     """Yield each document's tokens, encode_ordinary(doc) + [eot] as a uint16 array, in document order.
     docs can be any iterable: with num_proc > 1, worker processes pull it a chunk at a time."""
+    _init_worker()  # here too: forked workers then start with the encoding tiktoken has cached
     if num_proc <= 1:
-        _init_worker()
         for data in map(_encode, docs):
             yield np.frombuffer(data, dtype=np.uint16)
         return
