@@ -55,6 +55,18 @@ if device_type == 'cuda':
 ptdtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}[dtype]
 ctx = nullcontext() if dtype == 'float32' else torch.amp.autocast(device_type=device_type, dtype=ptdtype)
 
+# prompt
+enc = get_gpt2_encoding()
+if start.startswith('FILE:'):
+    if not os.path.isfile(start[5:]):
+        fail(f"the prompt file {start[5:]} does not exist.")
+    with open(start[5:], 'r', encoding='utf-8') as f:
+        start = f.read()
+start_ids = enc.encode(start, allowed_special={'<|endoftext|>'})
+if not start_ids:
+    fail("the prompt is empty; give some text with --start, or --start='<|endoftext|>' for a new document.")
+x = torch.tensor(start_ids, dtype=torch.long, device=device)[None, ...]
+
 # model
 if init_from == 'resume':
     ckpt_path = os.path.join(out_dir, 'ckpt.pt')
@@ -78,18 +90,6 @@ model.to(device)
 if compile:
     # generate() calls self(...), so compile the forward it reaches; the context grows, hence dynamic
     model.forward = torch.compile(model.forward, dynamic=True)
-
-# prompt
-enc = get_gpt2_encoding()
-if start.startswith('FILE:'):
-    if not os.path.isfile(start[5:]):
-        fail(f"the prompt file {start[5:]} does not exist.")
-    with open(start[5:], 'r', encoding='utf-8') as f:
-        start = f.read()
-start_ids = enc.encode(start, allowed_special={'<|endoftext|>'})
-if not start_ids:
-    fail("the prompt is empty; give some text with --start, or --start='<|endoftext|>' for a new document.")
-x = torch.tensor(start_ids, dtype=torch.long, device=device)[None, ...]
 
 
 def decode(ids):

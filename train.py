@@ -78,8 +78,8 @@ config = apply_config(defaults, sys.argv[1:])
 on_cuda = config['device'].startswith('cuda') and cuda
 defaults.update(
     dtype='bfloat16' if on_cuda and torch.cuda.is_bf16_supported() else 'float32',  # bf16 matmuls are slow on CPUs
-    compile=on_cuda,  # on CPU compiling costs 15-30 s of warm-up for a few percent
-    peak_flops=312e12 if on_cuda else 290e9,  # A100 bf16 peak as nanoGPT; fp32 matmul peak of a 2-core CPU
+    compile=on_cuda,  # on CPU, compiling takes a minute or more and did not speed up our small models
+    peak_flops=312e12 if on_cuda else 290e9,  # A100 bf16 peak as nanoGPT; our 2-core CPU's measured fp32 matmul peak
 )
 config = apply_config(defaults, sys.argv[1:])
 globals().update(config)  # as in nanoGPT, every setting is a plain global from here on
@@ -190,7 +190,7 @@ if os.path.exists(meta_path):
 # -----------------------------------------------------------------------------
 # model and optimizer
 model_keys = [f.name for f in dataclasses.fields(GPTConfig)]
-iter_num = 0
+iter_num = 0  # optimizer steps taken
 best_val_loss = 1e9
 checkpoint = None
 ckpt_path = os.path.join(out_dir, 'ckpt.pt')
@@ -331,6 +331,7 @@ def save_checkpoint():
 
 
 def diverged(what, value):
+    pbar.close()
     fail(f"{what} is {value} at iter {iter_num}: training diverged, so it stops here and leaves {ckpt_path} as it "
          f"was; try a lower learning_rate (now {learning_rate:g}).")
 
@@ -375,7 +376,7 @@ while True:
         param_group['lr'] = lr * param_group['lr_scale']
 
     # evaluate on the fixed windows, log the momentum scalars, save a checkpoint
-    if iter_num % eval_interval == 0 or iter_num == max_iters:
+    if iter_num % eval_interval == 0 or iter_num == max_iters or eval_only:
         t_eval = time.time()
         losses = estimate_loss()
         scalars = raw_model.momentum_scalars()
@@ -391,7 +392,7 @@ while True:
                        **{f'scalars/{k}': v for k, v in scalars.items()}})
         if losses['val'] < best_val_loss or always_save_checkpoint:
             best_val_loss = min(best_val_loss, losses['val'])
-            if iter_num > 0:
+            if iter_num > start_iter:  # nothing new to save at the start (or on resuming)
                 save_checkpoint()
         eval_time += time.time() - t_eval
         log_t0 += time.time() - t_eval

@@ -1,0 +1,158 @@
+"""train.py end to end on real TinyStories tokens, with tiny models (2 layers, width 32, context 32)."""
+import json
+import shutil
+
+import pytest
+import torch
+
+from conftest import TINY
+from model import GPT, GPTConfig
+
+KEYS = {"iter", "train_loss", "val_loss", "lr", "tokens_per_s", "mfu"}
+
+
+def metrics(out_dir):
+    with open(out_dir / "metrics.jsonl") as f:
+        return [json.loads(line) for line in f]
+
+
+def losses(out_dir):
+    """What must not depend on how a run was split up: the losses and learning rate at each logged iter."""
+    return [(r["iter"], r["train_loss"], r["val_loss"], r["lr"]) for r in metrics(out_dir)]
+
+
+def one_sentence_error(r, *needles):
+    assert r.returncode != 0
+    assert "Traceback" not in r.stderr, r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and all(n in last for n in needles), r.stderr
+
+
+@pytest.mark.parametrize("residual", ["gd", "nesterov"])
+def test_training_lowers_loss(trained, residual):
+    out, stdout = trained(residual)
+    rows = metrics(out)
+    assert all(set(r) >= KEYS for r in rows)
+    evals = [r for r in rows if r["val_loss"] is not None]
+    logs = [r for r in rows if r["val_loss"] is None]
+    assert [r["iter"] for r in evals] == [0, 15, 30]
+    assert [r["iter"] for r in logs] == list(range(30))
+    assert all(r["tokens_per_s"] > 0 and r["mfu"] > 0 for r in logs)
+    # from ~ln(50304) = 10.8 at init, real text is learnt quickly (unigram statistics first)
+    assert evals[0]["val_loss"] > 10.5
+    assert evals[-1]["val_loss"] < evals[0]["val_loss"] - 2.0
+    assert logs[-1]["train_loss"] < logs[0]["train_loss"] - 2.0
+    # the momentum scalars are logged at eval time, for momentum variants only
+    if residual == "nesterov":
+        assert {"layer0.attn.mu", "layer1.mlp.beta", "layer1.attn.gamma"} <= set(evals[-1])
+        assert evals[0]["layer0.attn.mu"] == pytest.approx(0.5) and evals[-1]["layer0.attn.mu"] != evals[0]["layer0.attn.mu"]
+        assert "layer0.attn.mu" in stdout
+    else:
+        assert not set(evals[-1]) - KEYS
+    assert (out / "loss.png").stat().st_size > 1000
+    summary = stdout.strip().splitlines()[-1]
+    assert summary.startswith("done: 30 iters") and "tokens/s" in summary
+
+
+def test_checkpoint_contents(trained):
+    out, _ = trained("nesterov")
+    ckpt = torch.load(out / "ckpt.pt", map_location="cpu", weights_only=True)
+    assert ckpt["iter_num"] == 30
+    assert ckpt["model_args"]["residual"] == "nesterov" and ckpt["model_args"]["n_embd"] == 32
+    assert ckpt["model_args"]["vocab_size"] == 50304  # meta.json's 50257 padded to a multiple of 64
+    assert ckpt["config"]["learning_rate"] == 1e-2 and ckpt["config"]["max_iters"] == 30
+    assert ckpt["best_val_loss"] == min(r["val_loss"] for r in metrics(out) if r["val_loss"] is not None)
+    # plain parameter names (no _orig_mod./module. prefixes): loads straight into a fresh model
+    model = GPT(GPTConfig(**ckpt["model_args"]))
+    assert list(ckpt["model"]) == list(model.state_dict())
+    model.load_state_dict(ckpt["model"])
+    assert len(ckpt["optimizer"]["state"]) == len(list(model.parameters()))
+    assert len(ckpt["rng"]) == 1 and {"data", "torch"} <= set(ckpt["rng"][0])
+    assert ckpt["torch_version"] == str(torch.__version__)
+    assert ckpt["git_commit"] is None or len(ckpt["git_commit"]) == 40
+    assert not list(out.glob("*.tmp"))
+
+
+def test_resume_matches_uninterrupted_run(trained, tiny_data, tmp_path, run_script):
+    full, _ = trained("nesterov")
+    common = [*TINY, f"--dataset={tiny_data}", f"--out_dir={tmp_path}", "--residual=nesterov", "--eval_interval=15"]
+    r = run_script("train.py", *common, "--max_iters=15")
+    assert r.returncode == 0, r.stderr
+    r = run_script("train.py", *common, "--max_iters=30", "--init_from=resume")
+    assert r.returncode == 0, r.stderr
+    assert "resuming from" in r.stdout
+    # same data stream, optimizer state and schedule: bit-identical losses
+    assert losses(tmp_path) == losses(full)
+
+
+def test_eval_windows_do_not_depend_on_seed(trained, tiny_data, tmp_path, run_script):
+    out, _ = trained("nesterov")
+    final = [r for r in metrics(out) if r["val_loss"] is not None][-1]
+    for seed in (1, 2):
+        run_dir = tmp_path / f"seed{seed}"
+        shutil.copytree(out, run_dir)
+        r = run_script("train.py", *TINY, f"--dataset={tiny_data}", f"--out_dir={run_dir}", "--init_from=resume",
+                       "--eval_only=True", f"--seed={seed}")
+        assert r.returncode == 0, r.stderr
+        row = metrics(run_dir)[-1]
+        assert (row["iter"], row["val_loss"], row["train_loss"]) == (30, final["val_loss"], final["train_loss"])
+
+
+def test_non_finite_loss_stops_and_keeps_checkpoint(trained, tmp_path, run_script, tiny_data):
+    out, _ = trained("nesterov")
+    run_dir = tmp_path / "run"
+    shutil.copytree(out, run_dir)
+    before = (run_dir / "ckpt.pt").read_bytes()
+    r = run_script("train.py", *TINY, f"--dataset={tiny_data}", f"--out_dir={run_dir}", "--init_from=resume",
+                   "--max_iters=60", "--eval_interval=5", "--learning_rate=1e30", "--warmup_iters=0",
+                   "--lr_decay_iters=60")
+    one_sentence_error(r, "diverged", "learning_rate")
+    assert (run_dir / "ckpt.pt").read_bytes() == before
+
+
+def test_data_errors(tmp_path, run_script):
+    r = run_script("train.py", *TINY, f"--dataset={tmp_path / 'missing'}")
+    one_sentence_error(r, "train.bin", "prepare.py")
+    r = run_script("train.py", *TINY, "--dataset=tinystories_no_such_name")
+    one_sentence_error(r, "train.bin", "prepare.py")
+    short = tmp_path / "short"
+    short.mkdir()
+    for split in ("train", "val"):
+        torch.arange(20, dtype=torch.int16).numpy().tofile(short / f"{split}.bin")
+    r = run_script("train.py", *TINY, f"--dataset={short}")
+    one_sentence_error(r, "20 tokens", "block_size")
+
+
+def test_resume_errors(tiny_data, tmp_path, run_script):
+    r = run_script("train.py", *TINY, f"--dataset={tiny_data}", f"--out_dir={tmp_path}", "--init_from=resume")
+    one_sentence_error(r, "no checkpoint", "ckpt.pt")
+    (tmp_path / "ckpt.pt").write_bytes(b"not a checkpoint")
+    r = run_script("train.py", *TINY, f"--dataset={tiny_data}", f"--out_dir={tmp_path}", "--init_from=resume")
+    one_sentence_error(r, "could not resume", "damaged")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_requested_without_gpu(run_script):
+    one_sentence_error(run_script("train.py", "--device=cuda"), "no CUDA GPU", "--device=cpu")
+
+
+@pytest.mark.skipif(not (torch.distributed.is_available() and torch.distributed.is_gloo_available()),
+                    reason="torch.distributed with gloo is not available")
+def test_ddp_two_processes(tiny_data, tmp_path, run_script):
+    r = run_script("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py", *TINY,
+                   f"--dataset={tiny_data}", f"--out_dir={tmp_path}", "--residual=nesterov", "--max_iters=6",
+                   "--eval_interval=3")
+    assert r.returncode == 0, r.stderr
+    # rank 0 alone writes: one metrics line per log/eval step, one log line per iteration
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.pt", "loss.png", "metrics.jsonl"]
+    rows = metrics(tmp_path)
+    assert [r["iter"] for r in rows if r["val_loss"] is None] == list(range(6))
+    assert [r["iter"] for r in rows if r["val_loss"] is not None] == [0, 3, 6]
+    assert r.stdout.count("iter 0: loss") == 1
+    assert "tokens per iteration will be: 256" in r.stdout  # 4 x 32 tokens x 1 micro-step x 2 processes
+    ckpt = torch.load(tmp_path / "ckpt.pt", map_location="cpu", weights_only=True)
+    assert len(ckpt["rng"]) == 2 and not torch.equal(ckpt["rng"][0]["data"], ckpt["rng"][1]["data"])
+    # the processes must not change gradient_accumulation_steps if it does not divide
+    r = run_script("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py", *TINY,
+                   f"--dataset={tiny_data}", f"--out_dir={tmp_path}", "--gradient_accumulation_steps=3")
+    assert r.returncode != 0 and "must be divisible" in r.stderr
