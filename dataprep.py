@@ -232,7 +232,8 @@ def main(name, hub, out_dir, sample_docs, hub_val_split=None, hub_val_fraction=N
         epilog=f"--sample uses every file in {mirror} when that folder exists (offline machines, CI), split by "
                f"document with --val-fraction 0.1 unless given; otherwise it streams only the first "
                f"{sample_docs} train documents from the hub"
-               + (f" and the first {sample_val_docs} {hub_val_split} documents." if hub_val_split else ".")
+               + (f" and the first {sample_val_docs} {hub_val_split} documents." if hub_val_split
+                  else ", split the same way.")
                + " Local files: .txt documents are separated by <|endoftext|> (a file without one is a single "
                  "document); .jsonl, .json and .parquet need a 'text' field.")
     source = parser.add_mutually_exclusive_group()
@@ -240,7 +241,7 @@ def main(name, hub, out_dir, sample_docs, hub_val_split=None, hub_val_fraction=N
                         help="local files, or folders meaning every supported file inside (sorted), instead of "
                              "the hub; split by document with --val-fraction and --seed")
     source.add_argument("--sample", action="store_true",
-                        help="a small real sample, about 1-1.5M tokens, for quick CPU runs (see below)")
+                        help="a small real sample, about 1-2M tokens, for quick CPU runs (see below)")
     parser.add_argument("--out-dir", default=str(out_dir), help="where to write (default: %(default)s)")
     parser.add_argument("--val-fraction", type=float,
                         help="fraction of documents for val: default 0.01 for --data-files, 0.1 for --sample"
