@@ -194,7 +194,7 @@ def _stderr(hits):
     return math.sqrt(p * (1 - p) / (n - 1))
 
 
-def evaluate(model, examples, encode, block_size, batch_size=4, device="cpu", desc=None):
+def evaluate(model, examples, encode, block_size, batch_size=1, device="cpu", desc=None):
     """acc and acc_norm of examples [{"context", "choices", "gold"}], batch_size examples (all their
     choices) per forward. encode: str -> list of token ids."""
     was_training = getattr(model, "training", False)
@@ -252,7 +252,7 @@ def append_records(path, records):
         os.replace(tmp, path)
 
 
-def run_downstream(model, out_dir, tasks=("hellaswag", "arc_easy"), iter_num=None, limit=0, batch_size=4,
+def run_downstream(model, out_dir, tasks=("hellaswag", "arc_easy"), iter_num=None, limit=0, batch_size=1,
                    seed=1234, num_fewshot=None, files=None, fewshot_files=None):
     """Evaluate model on tasks, append one record per task to out_dir/eval.json and return the records.
     num_fewshot, files, fewshot_files: optional {task: value}; by default the paper's shots and the hub."""
@@ -291,7 +291,9 @@ def main(argv):
         out_dir="out",  # reads out_dir/ckpt.pt, appends to out_dir/eval.json
         tasks="hellaswag,arc_easy",
         limit=0,  # evaluate the first `limit` examples of each task; 0 = all
-        batch_size=4,  # examples per forward (each with all its choices)
+        # examples per forward, each with all its choices. Larger helps on a GPU; on a CPU it is slower, as the
+        # logits of every position (B x T x vocab) dominate
+        batch_size=1,
         device="cuda" if torch.cuda.is_available() else "cpu",
         seed=1234,  # of the few-shot draw (lm-eval's default)
         hellaswag_num_fewshot=TASKS["hellaswag"]["num_fewshot"],

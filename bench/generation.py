@@ -10,7 +10,8 @@ A variant is a residual (gd, polyak, nesterov), optionally with a splitting: nes
 repeat times every variant, cached and uncached, in a rotated order, so slow drifts of a shared
 machine spread over all of them; the table shows the medians. Timings include the prompt's forward
 pass and sampling, as a user of model.generate sees them. Keep prompt_len + new_tokens <= block_size
-to measure the cache itself: past block_size, generate() refills the cache at every step.
+to measure the cache itself: past block_size, generate() refills the cache at every step. On a
+shared CPU use --threads=1: two threads on a busy 2-core machine ran 10-20x slower here.
 """
 import json as jsonlib  # `json` is a setting here: the output path
 import os
