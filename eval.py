@@ -133,7 +133,7 @@ def load_task(task, path="", fewshot_path="", num_fewshot=0):
     elif fewshot_path:
         pool = docs(read_jsonl(fewshot_path), fewshot_path)
     elif path:
-        print(f"note: no --{task}_fewshot_file, so the {num_fewshot} few-shot examples come from {path} itself "
+        print(f"note: no --{task}_fewshot_file: the few-shot examples are drawn from {path} itself "
               f"(never the example being scored)")
         pool = eval_docs
     else:
