@@ -29,6 +29,7 @@ residual="gd", splitting="lie_trotter" is exactly nanoGPT's GPT: same parameter 
 
 import inspect
 import math
+import re
 from dataclasses import dataclass, fields
 
 import torch
@@ -359,8 +360,9 @@ class GPT(nn.Module):
         they default to plain GPT). Prefixes from torch.compile and DDP are removed."""
         known = {f.name for f in fields(GPTConfig)}
         model = cls(GPTConfig(**{k: v for k, v in checkpoint['model_args'].items() if k in known}))
-        state_dict = {k.removeprefix('_orig_mod.').removeprefix('module.'): v for k, v in checkpoint['model'].items()
-                      if not k.endswith('.attn.bias')}  # nanoGPT's causal-mask buffer on torch without flash attention
+        state_dict = {k.removeprefix('_orig_mod.').removeprefix('module.'): v for k, v in checkpoint['model'].items()}
+        # nanoGPT's causal-mask buffer (torch without flash attention) is not a weight
+        state_dict = {k: v for k, v in state_dict.items() if not re.fullmatch(r'transformer\.h\.\d+\.attn\.bias', k)}
         model.load_state_dict(state_dict)
         return model
 

@@ -332,7 +332,7 @@ def test_kv_cache_generation_matches_uncached(residual, splitting):
 
 
 def test_from_checkpoint_loads_ours_and_nanogpts():
-    ours = make("nesterov", "euler", v0="zero")
+    ours = make("nesterov", "lie_trotter", bias=True)  # has ln_v.attn.bias, a real weight
     from dataclasses import asdict
     loaded = GPT.from_checkpoint({"model_args": asdict(ours.config), "model": ours.state_dict()}).eval()
     idx = torch.randint(0, 64, (2, 16))
