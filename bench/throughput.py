@@ -1,0 +1,323 @@
+"""
+What does each variant cost to train on this machine? Full training steps per variant: tokens/s,
+ms/step, peak memory, parameters, model FLOPs/token, MFU, and each one's ratio to gd (nanoGPT's GPT).
+
+$ python bench/throughput.py                                     # 9 variants, the CPU config below, ~3 min on 2 cores
+$ python bench/throughput.py --variants=gd,nesterov --json=tp.json --plot=tp.png
+$ python bench/throughput.py --variants=all                      # every residual x splitting (imex with k = 1, 2)
+$ python bench/throughput.py --n_layer=12 --n_head=12 --n_embd=768 --block_size=1024 --batch_size=16 --compile=True
+
+A variant is a residual (gd, polyak, nesterov) with an optional splitting: nesterov/euler, and
+nesterov/imex2 for imex with imex_iters=2 (plain imex means k = 1). gd/lie_trotter is the baseline
+and is always run. A step is train.py's iteration without gradient accumulation: forward and loss,
+backward, gradient clipping, the AdamW step of model.configure_optimizers, zero_grad; the batch is
+random tokens, as speed does not depend on what the tokens are.
+
+Each variant runs in its own worker process (this script with --worker), which keeps its model and
+optimizer between calls: after --warmup steps each, every round times one step of every variant in
+a rotated order, so a shared machine's slow spells hit all variants alike; the table shows medians.
+Peak memory is the worker's peak RSS on CPU (VmHWM, so ~0.2 GB of Python and torch included;
+the JSON has that baseline as base_mem_bytes) and torch.cuda.max_memory_allocated on CUDA.
+MFU is model.flops_per_token() x tokens/s over a peak: on CPU the matmul peak measured here first
+(large square matmuls in the same dtype and threads); on CUDA the bf16 peak of a known device, else measured.
+OMP_WAIT_POLICY=PASSIVE is set (unless already set) for this process and the workers: idle OpenMP
+threads then sleep instead of spinning, so waiting workers take no cores from the one being timed and
+2-thread timings on a shared machine are steadier.
+"""
+import os
+os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')  # before torch starts OpenMP (see above)
+
+import datetime  # noqa: E402
+import json as jsonlib  # noqa: E402  `json` is a setting here: the output path
+import platform  # noqa: E402
+import resource  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from contextlib import nullcontext  # noqa: E402
+
+import torch  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)  # the repo root, from anywhere
+from configurator import apply_config  # noqa: E402
+from model import GPT, GPTConfig, RESIDUALS, SPLITTINGS  # noqa: E402
+
+cuda = torch.cuda.is_available()
+defaults = dict(
+    variants='gd,gd/euler,polyak,polyak/euler,nesterov,nesterov/euler,nesterov/verlet,nesterov/imex1,nesterov/imex2',
+    # a CPU training config: the head over GPT-2's vocabulary is a large part of the cost, as in our CPU runs
+    n_layer=4,
+    n_head=4,
+    n_embd=256,
+    block_size=256,
+    batch_size=8,
+    vocab_size=50304,
+    device='cuda' if cuda else 'cpu',
+    dtype='',  # float32 | bfloat16; '' picks bfloat16 on CUDA, float32 on CPU
+    compile=False,
+    grad_clip=1.0,  # as train.py; 0.0 leaves clipping out of the step
+    repeats=10,  # timed rounds: one step of every variant per round
+    warmup=2,  # untimed steps per variant first (allocations, kernel choice, compilation)
+    threads=0,  # torch threads, here and in the workers; 0 keeps torch's default
+    seed=1337,
+    json='',  # also write the results to this file
+    plot='',  # also draw tokens/s and peak memory relative to gd into this PNG
+)
+# dense bf16 peaks (FLOP/s) of known GPUs, matched in order against torch.cuda.get_device_name()
+GPU_BF16_PEAK = [('H100 PCIe', 756e12), ('H100 NVL', 835e12), ('H100', 989e12), ('H200', 989e12), ('A100', 312e12)]
+DTYPES = {'float32': torch.float32, 'bfloat16': torch.bfloat16}
+
+
+def peak_rss_bytes():
+    """This process's peak RSS. On Linux VmHWM, not ru_maxrss: ru_maxrss carries over the high-water
+    mark of the parent at the fork, so every worker would count the parent's memory too."""
+    try:
+        with open('/proc/self/status') as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith('VmHWM:'))
+    except (OSError, StopIteration):
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return rss if sys.platform == 'darwin' else rss * 1024  # Linux reports KiB
+
+
+def worker():
+    """One variant: its settings come as a JSON line on stdin; then each line n on stdin runs n
+    training steps, answered on stdout with their times (seconds) and the peak memory so far."""
+    answer, sys.stdout = sys.stdout, open(os.devnull, 'w')  # model.py's prints would garble the answers
+    s = jsonlib.loads(sys.stdin.readline())
+    if s['threads']:
+        torch.set_num_threads(s['threads'])
+    device, ptdtype = s['device'], DTYPES[s['dtype']]
+    on_cuda = device.startswith('cuda')
+    if on_cuda:
+        torch.backends.cuda.matmul.allow_tf32 = True  # as train.py
+        torch.backends.cudnn.allow_tf32 = True
+    base_mem = peak_rss_bytes()
+    torch.manual_seed(s['seed'])
+    model = GPT(GPTConfig(**s['model'])).to(device)
+    optimizer = model.configure_optimizers(0.1, 6e-4, (0.9, 0.95), 'cuda' if on_cuda else 'cpu')  # train.py's
+    step_model = torch.compile(model) if s['compile'] else model
+    ctx = nullcontext() if ptdtype == torch.float32 else torch.amp.autocast(device_type=device.split(':')[0],
+                                                                           dtype=ptdtype)
+    gen = torch.Generator().manual_seed(s['seed'])
+    B, T, V = s['batch_size'], s['model']['block_size'], s['model']['vocab_size']
+    x, y = torch.randint(V, (2, B, T), generator=gen).to(device)
+
+    def step():
+        with ctx:
+            _, loss = step_model(x, y)
+        loss.backward()
+        if s['grad_clip']:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), s['grad_clip'])
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    def send(**msg):
+        print(jsonlib.dumps(msg), file=answer, flush=True)
+
+    send(params=model.get_num_params(non_embedding=False), params_non_embedding=model.get_num_params(),
+         flops_per_token=model.flops_per_token(), oracle_calls=model.transformer.h[0].oracle_calls,
+         threads=torch.get_num_threads(), base_mem_bytes=None if on_cuda else base_mem)
+    for line in sys.stdin:
+        times = []
+        for _ in range(int(line)):
+            if on_cuda:
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            step()
+            if on_cuda:
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - t0)
+        send(times=times, peak_mem_bytes=torch.cuda.max_memory_allocated() if on_cuda else peak_rss_bytes())
+
+
+if sys.argv[1:] == ['--worker']:
+    worker()
+    sys.exit()
+
+config = apply_config(defaults, sys.argv[1:])
+globals().update(config)
+
+
+def fail(msg):
+    print(f"error: {msg}", file=sys.stderr)
+    sys.exit(1)
+
+
+on_cuda = device.startswith('cuda')
+if on_cuda and not cuda:
+    fail(f"device='{device}' but PyTorch sees no CUDA GPU here; use --device=cpu.")
+dtype = dtype or ('bfloat16' if on_cuda else 'float32')
+if dtype not in DTYPES:
+    fail(f"dtype='{dtype}' is not one of {', '.join(DTYPES)}.")
+if repeats < 1 or warmup < 0:
+    fail("repeats must be at least 1 and warmup at least 0.")
+if threads:
+    torch.set_num_threads(threads)
+
+
+def parse_variant(name):
+    """'nesterov/imex2' -> ('nesterov/imex2', GPTConfig fields); 'gd' -> ('gd/lie_trotter', ...)."""
+    residual, _, splitting = name.partition('/')
+    splitting, k = splitting or 'lie_trotter', 1
+    if splitting.startswith('imex') and splitting[4:].isdigit():
+        splitting, k = 'imex', int(splitting[4:])
+    label = f"{residual}/{splitting}" + (str(k) if splitting == 'imex' else '')
+    model_args = dict(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size, vocab_size=vocab_size,
+                      bias=False, residual=residual, splitting=splitting, imex_iters=k)
+    try:
+        GPTConfig(**model_args)  # checks the names and numbers before any worker starts
+    except ValueError as e:
+        fail(f"variant '{name}': {e}")
+    return label, model_args
+
+
+if variants == 'all':
+    variants = ','.join(f'{r}/{s}' for r in RESIDUALS for s in SPLITTINGS) + ',' + \
+        ','.join(f'{r}/imex2' for r in RESIDUALS)
+parsed = dict(parse_variant(v) for v in ['gd'] + variants.split(',') if v)  # gd first: the baseline
+names = list(parsed)
+
+
+def machine_name():
+    if on_cuda:
+        return torch.cuda.get_device_name(device)
+    try:
+        with open('/proc/cpuinfo') as f:
+            return next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
+def matmul_peak():
+    """Best FLOP/s of large square matmuls in the bench's dtype and threads."""
+    n = 8192 if on_cuda else 2048  # 2048: as fast as larger sizes on our CPU, and ~0.1 s a product
+    a, b = (torch.randn(n, n, device=device, dtype=DTYPES[dtype]) for _ in range(2))
+    best = 0.0
+    for i in range(11):  # the first is a warm-up
+        if on_cuda:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        a @ b
+        if on_cuda:
+            torch.cuda.synchronize()
+        if i:
+            best = max(best, 2 * n ** 3 / (time.perf_counter() - t0))
+    return best
+
+
+load_start = os.getloadavg()
+name_of_machine = machine_name()
+known = [p for key, p in GPU_BF16_PEAK if key in name_of_machine] if on_cuda and dtype == 'bfloat16' else []
+peak_flops = known[0] if known else matmul_peak()
+peak_source = f"{name_of_machine} bf16 spec sheet" if known else "measured"
+machine = dict(name=name_of_machine, device=device, threads=torch.get_num_threads(), torch=torch.__version__,
+               python=platform.python_version(), date=datetime.datetime.now().isoformat(timespec='seconds'),
+               omp_wait_policy=os.environ['OMP_WAIT_POLICY'], peak_flops=peak_flops, peak_source=peak_source,
+               load_average_start=load_start)
+print(f"machine: {name_of_machine}, {device}, {machine['threads']} threads, torch {torch.__version__}, "
+      f"{machine['date']}, load average {load_start[0]:.2f}")
+if known:
+    print(f"peak: {peak_flops / 1e12:.0f} TFLOP/s ({peak_source})")
+else:
+    print(f"measured matmul peak: {peak_flops / 1e9:,.1f} GFLOP/s on {machine['threads']} threads ({dtype})")
+
+# one worker per variant, all started before any timing, driven one at a time over their pipes
+settings = dict(device=device, dtype=dtype, compile=compile, grad_clip=grad_clip, threads=threads,
+                batch_size=batch_size, seed=seed)
+workers = {}
+for name in names:
+    workers[name] = subprocess.Popen([sys.executable, os.path.abspath(__file__), '--worker'], text=True,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=os.environ)
+    workers[name].stdin.write(jsonlib.dumps(dict(settings, model=parsed[name])) + '\n')
+    workers[name].stdin.flush()
+
+
+def receive(name):
+    line = workers[name].stdout.readline()
+    if not line:
+        for w in workers.values():
+            w.kill()
+        fail(f"the worker of variant '{name}' stopped (its error, if any, is above).")
+    return jsonlib.loads(line)
+
+
+def run_steps(name, n):
+    try:
+        workers[name].stdin.write(f"{n}\n")
+        workers[name].stdin.flush()
+    except BrokenPipeError:
+        pass  # the worker is gone: receive() says so
+    return receive(name)
+
+
+info = {name: receive(name) for name in names}
+t_start = time.time()
+if warmup:
+    for name in names:
+        run_steps(name, warmup)
+times, peak_mem = {name: [] for name in names}, {}
+for r in tqdm(range(repeats), desc="rounds", unit="round"):
+    for name in names[r % len(names):] + names[:r % len(names)]:
+        answer = run_steps(name, 1)
+        times[name] += answer['times']
+        peak_mem[name] = answer['peak_mem_bytes']
+for w in workers.values():
+    w.stdin.close()
+    w.wait()
+elapsed = time.time() - t_start
+machine['load_average_end'] = os.getloadavg()
+
+tokens_per_step = batch_size * block_size
+results = []
+for name in names:
+    median = statistics.median(times[name])
+    results.append(dict(variant=name, **{k: parsed[name][k] for k in ('residual', 'splitting', 'imex_iters')},
+                        **info[name], tokens_per_s=tokens_per_step / median, ms_per_step=median * 1e3,
+                        step_times_ms=[t * 1e3 for t in times[name]], peak_mem_bytes=peak_mem[name],
+                        mfu=info[name]['flops_per_token'] * tokens_per_step / median / peak_flops))
+gd = results[0]
+for row in results:
+    row['ratio_to_gd'] = row['tokens_per_s'] / gd['tokens_per_s']
+    row['mem_ratio_to_gd'] = row['peak_mem_bytes'] / gd['peak_mem_bytes']
+
+mem_kind = "peak CUDA memory allocated" if on_cuda else \
+    f"peak RSS of each variant's process, {gd['base_mem_bytes'] / 2 ** 20:,.0f} MiB of it Python and torch"
+print(f"\n{n_layer} layers, d={n_embd}, {n_head} heads, block {block_size}, batch {batch_size}, vocab {vocab_size}; "
+      f"{dtype}{', compiled' if compile else ''}; {info['gd/lie_trotter']['threads']} threads; "
+      f"median of {repeats} steps after {warmup} warm-up; peak mem = {mem_kind}\n")
+print("| variant | oracle calls | params | non-emb params | tok/s | ms/step | peak mem | FLOPs/token | MFU "
+      "| tok/s vs gd | mem vs gd |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+for row in results:
+    print(f"| {row['variant']} | {row['oracle_calls']} | {row['params'] / 1e6:.2f}M | "
+          f"{row['params_non_embedding'] / 1e6:.2f}M | {row['tokens_per_s']:,.0f} | {row['ms_per_step']:,.1f} | "
+          f"{row['peak_mem_bytes'] / 2 ** 20:,.0f} MiB | {row['flops_per_token'] / 1e6:,.1f}M | "
+          f"{row['mfu'] * 100:.1f}% | {row['ratio_to_gd']:.2f}x | {row['mem_ratio_to_gd']:.2f}x |")
+slowest = min(results, key=lambda r: r['ratio_to_gd'])
+largest = max(results, key=lambda r: r['mem_ratio_to_gd'])
+print(f"\n{len(names)} variants x {repeats} rounds in {elapsed:.0f}s (load average {load_start[0]:.2f} -> "
+      f"{machine['load_average_end'][0]:.2f}); slowest {slowest['variant']} at {slowest['ratio_to_gd']:.2f}x gd "
+      f"tokens/s; most memory {largest['variant']} at {largest['mem_ratio_to_gd']:.2f}x gd")
+
+if json:
+    with open(json, 'w') as f:
+        jsonlib.dump(dict(machine=machine, config=config, results=results), f, indent=1)
+    print(f"wrote {json}")
+if plot:
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(max(8, 1.2 * len(names)), 4.5), sharey=True)
+    for ax, key, title in ((axes[0], 'ratio_to_gd', 'tokens/s'), (axes[1], 'mem_ratio_to_gd', 'peak memory')):
+        ax.bar(range(len(names)), [r[key] for r in results], color=['tab:gray'] + ['tab:blue'] * (len(names) - 1))
+        ax.axhline(1.0, color='black', linewidth=0.8)
+        ax.set_xticks(range(len(names)), names, rotation=45, ha='right')
+        ax.set_title(f"{title} relative to gd")
+    fig.suptitle(f"{name_of_machine}, {machine['threads']} threads: {n_layer}L d{n_embd} block {block_size} "
+                 f"batch {batch_size}, {dtype}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(plot, dpi=120)
+    print(f"wrote {plot}")
