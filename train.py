@@ -348,6 +348,15 @@ if master_process:
         f.writelines(kept)
 
 
+def scalar_lines(scalars):
+    """The momentum scalars for the console, one line per layer: "layer0: attn.mu 0.500 attn.beta 0.500 ..."."""
+    layers = {}
+    for k, v in scalars.items():
+        layer, name = k.split('.', 1)
+        layers.setdefault(layer, []).append(f"{name} {v:.3f}")
+    return "".join(f"\n  {layer}: {' '.join(items)}" for layer, items in layers.items())
+
+
 def record(row, console):
     if master_process:
         tqdm.write(console)
@@ -386,7 +395,7 @@ while True:
         record({'iter': iter_num, 'train_loss': losses['train'], 'val_loss': losses['val'], 'lr': lr,
                 'tokens_per_s': None, 'mfu': None, **scalars},
                f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}"
-               + "".join(f"\n  {k} {v:.4f}" for k, v in scalars.items()))
+               + scalar_lines(scalars))
         if wandb_log and master_process:
             wandb.log({'iter': iter_num, 'train/loss': losses['train'], 'val/loss': losses['val'], 'lr': lr,
                        **{f'scalars/{k}': v for k, v in scalars.items()}})

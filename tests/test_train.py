@@ -46,7 +46,7 @@ def test_training_lowers_loss(trained, residual):
     if residual == "nesterov":
         assert {"layer0.attn.mu", "layer1.mlp.beta", "layer1.attn.gamma"} <= set(evals[-1])
         assert evals[0]["layer0.attn.mu"] == pytest.approx(0.5) and evals[-1]["layer0.attn.mu"] != evals[0]["layer0.attn.mu"]
-        assert "layer0.attn.mu" in stdout
+        assert "layer0: attn.mu " in stdout
     else:
         assert not set(evals[-1]) - KEYS
     assert (out / "loss.png").stat().st_size > 1000
