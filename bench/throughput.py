@@ -20,6 +20,8 @@ Peak memory is the worker's peak RSS on CPU (VmHWM, so ~0.2 GB of Python and tor
 the JSON has that baseline as base_mem_bytes) and torch.cuda.max_memory_allocated on CUDA.
 MFU is model.flops_per_token() x tokens/s over a peak: on CPU the matmul peak measured here first
 (large square matmuls in the same dtype and threads); on CUDA the bf16 peak of a known device, else measured.
+Each step's CPU time (all threads) is recorded too: the summary line says what share of its threads'
+time the steps got, a measure of how busy the machine was; low means the wall-clock figures are noisy.
 OMP_WAIT_POLICY=PASSIVE is set (unless already set) for this process and the workers: idle OpenMP
 threads then sleep instead of spinning, so waiting workers take no cores from the one being timed and
 2-thread timings on a shared machine are steadier.
@@ -59,8 +61,8 @@ defaults = dict(
     dtype='',  # float32 | bfloat16; '' picks bfloat16 on CUDA, float32 on CPU
     compile=False,
     grad_clip=1.0,  # as train.py; 0.0 leaves clipping out of the step
-    repeats=10,  # timed rounds: one step of every variant per round
-    warmup=2,  # untimed steps per variant first (allocations, kernel choice, compilation)
+    repeats=7,  # timed rounds: one step of every variant per round
+    warmup=1,  # untimed steps per variant first (allocations, kernel choice, compilation)
     threads=0,  # torch threads, here and in the workers; 0 keeps torch's default
     seed=1337,
     json='',  # also write the results to this file
@@ -121,16 +123,18 @@ def worker():
          flops_per_token=model.flops_per_token(), oracle_calls=model.transformer.h[0].oracle_calls,
          threads=torch.get_num_threads(), base_mem_bytes=None if on_cuda else base_mem)
     for line in sys.stdin:
-        times = []
+        times, cpu_times = [], []
         for _ in range(int(line)):
             if on_cuda:
                 torch.cuda.synchronize()
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             step()
             if on_cuda:
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - t0)
-        send(times=times, peak_mem_bytes=torch.cuda.max_memory_allocated() if on_cuda else peak_rss_bytes())
+            cpu_times.append(time.process_time() - c0)  # all threads: with PASSIVE, a waiting thread costs none
+        send(times=times, cpu_times=cpu_times,
+             peak_mem_bytes=torch.cuda.max_memory_allocated() if on_cuda else peak_rss_bytes())
 
 
 if sys.argv[1:] == ['--worker']:
@@ -258,11 +262,12 @@ t_start = time.time()
 if warmup:
     for name in names:
         run_steps(name, warmup)
-times, peak_mem = {name: [] for name in names}, {}
+times, cpu_times, peak_mem = {name: [] for name in names}, {name: [] for name in names}, {}
 for r in tqdm(range(repeats), desc="rounds", unit="round"):
     for name in names[r % len(names):] + names[:r % len(names)]:
         answer = run_steps(name, 1)
         times[name] += answer['times']
+        cpu_times[name] += answer['cpu_times']
         peak_mem[name] = answer['peak_mem_bytes']
 for w in workers.values():
     w.stdin.close()
@@ -277,6 +282,7 @@ for name in names:
     results.append(dict(variant=name, **{k: parsed[name][k] for k in ('residual', 'splitting', 'imex_iters')},
                         **info[name], tokens_per_s=tokens_per_step / median, ms_per_step=median * 1e3,
                         step_times_ms=[t * 1e3 for t in times[name]], peak_mem_bytes=peak_mem[name],
+                        cpu_ms_per_step=statistics.median(cpu_times[name]) * 1e3,
                         mfu=info[name]['flops_per_token'] * tokens_per_step / median / peak_flops))
 gd = results[0]
 for row in results:
@@ -298,8 +304,11 @@ for row in results:
           f"{row['mfu'] * 100:.1f}% | {row['ratio_to_gd']:.2f}x | {row['mem_ratio_to_gd']:.2f}x |")
 slowest = min(results, key=lambda r: r['ratio_to_gd'])
 largest = max(results, key=lambda r: r['mem_ratio_to_gd'])
+# CPU time over wall time x threads: near 1 on an idle machine, lower when other jobs took the cores
+busy = sum(r['cpu_ms_per_step'] for r in results) / sum(r['ms_per_step'] for r in results) / info[names[0]]['threads']
+machine['cpu_share'] = None if on_cuda else busy
 print(f"\n{len(names)} variants x {repeats} rounds in {elapsed:.0f}s (load average {load_start[0]:.2f} -> "
-      f"{machine['load_average_end'][0]:.2f}); slowest {slowest['variant']} at {slowest['ratio_to_gd']:.2f}x gd "
+      f"{machine['load_average_end'][0]:.2f}{'' if on_cuda else f', steps got {busy:.0%} of their threads'}); slowest {slowest['variant']} at {slowest['ratio_to_gd']:.2f}x gd "
       f"tokens/s; most memory {largest['variant']} at {largest['mem_ratio_to_gd']:.2f}x gd")
 
 if json:

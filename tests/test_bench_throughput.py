@@ -37,6 +37,7 @@ def test_json_records(toy):
     machine = data["machine"]
     assert machine["peak_flops"] > 0 and machine["threads"] == 1 and machine["torch"] and machine["date"]
     assert machine["omp_wait_policy"] == "PASSIVE"
+    assert 0 < machine["cpu_share"] <= 1.05  # one thread's CPU time over wall time; a little slack for timer grain
     gd, nesterov = data["results"]
     assert (gd["variant"], nesterov["variant"]) == ("gd/lie_trotter", "nesterov/imex2")
     for r in data["results"]:
@@ -45,6 +46,7 @@ def test_json_records(toy):
         assert r["tokens_per_s"] == pytest.approx(2 * 16 / (r["ms_per_step"] / 1e3))
         assert r["mfu"] == pytest.approx(r["flops_per_token"] * r["tokens_per_s"] / machine["peak_flops"])
         assert r["peak_mem_bytes"] > r["base_mem_bytes"] > 0
+        assert r["cpu_ms_per_step"] > 0
         assert r["mem_ratio_to_gd"] == pytest.approx(r["peak_mem_bytes"] / gd["peak_mem_bytes"])
         assert r["ratio_to_gd"] == pytest.approx(r["tokens_per_s"] / gd["tokens_per_s"])
     assert gd["ratio_to_gd"] == 1.0 and gd["mem_ratio_to_gd"] == 1.0
