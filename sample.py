@@ -12,8 +12,10 @@ from contextlib import nullcontext
 import torch
 
 from configurator import apply_config
-from model import GPT, GPTConfig
-from tokenizer import get_gpt2_encoding
+from model import GPT
+from tokenizer import get_codec
+
+REPO = os.path.dirname(os.path.abspath(__file__))
 
 cuda = torch.cuda.is_available()
 defaults = dict(
@@ -55,32 +57,26 @@ if device_type == 'cuda':
 ptdtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}[dtype]
 ctx = nullcontext() if dtype == 'float32' else torch.amp.autocast(device_type=device_type, dtype=ptdtype)
 
-# prompt
-enc = get_gpt2_encoding()
+# the prompt text, read before the slower model load
 if start.startswith('FILE:'):
     if not os.path.isfile(start[5:]):
         fail(f"the prompt file {start[5:]} does not exist.")
     with open(start[5:], 'r', encoding='utf-8') as f:
         start = f.read()
-start_ids = enc.encode(start, allowed_special={'<|endoftext|>'})
-if not start_ids:
-    fail("the prompt is empty; give some text with --start, or --start='<|endoftext|>' for a new document.")
-x = torch.tensor(start_ids, dtype=torch.long, device=device)[None, ...]
 
-# model
+# model, and the dataset it was trained on, whose meta.json names the tokenizer (as nanoGPT's meta.pkl)
+dataset = ''  # none known: GPT-2 BPE
 if init_from == 'resume':
     ckpt_path = os.path.join(out_dir, 'ckpt.pt')
     if not os.path.exists(ckpt_path):
         fail(f"no checkpoint at {ckpt_path}: train one with train.py first, or point --out_dir at its folder.")
     try:
         checkpoint = torch.load(ckpt_path, map_location='cpu', weights_only=True)
-        # a nanoGPT checkpoint has no residual/splitting/... keys: GPTConfig's defaults are nanoGPT's GPT
-        model = GPT(GPTConfig(**checkpoint['model_args']))
-        # nanoGPT saved torch.compile'd models with an _orig_mod. prefix
-        model.load_state_dict({k.removeprefix('_orig_mod.'): v for k, v in checkpoint['model'].items()})
+        model = GPT.from_checkpoint(checkpoint)  # ours or nanoGPT's
     except Exception as e:
         fail(f"could not load {ckpt_path} ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
              f"it is damaged or not a train.py/nanoGPT checkpoint.")
+    dataset = checkpoint.get('config', {}).get('dataset', '')
 elif init_from.startswith('gpt2'):
     model = GPT.from_pretrained(init_from, dict(dropout=0.0))
 else:
@@ -91,11 +87,15 @@ if compile:
     # generate() calls self(...), so compile the forward it reaches; the context grows, hence dynamic
     model.forward = torch.compile(model.forward, dynamic=True)
 
-
-def decode(ids):
-    # rows past GPT-2's 50257 tokens only pad the vocabulary; they have no text
-    return enc.decode([i for i in ids if i < enc.n_vocab])
-
+# the prompt's tokens
+encode, decode = get_codec(dataset if os.path.isdir(dataset) else os.path.join(REPO, 'data', dataset))
+try:
+    start_ids = encode(start)
+except ValueError as e:
+    fail(f"the prompt cannot be encoded: {e}")
+if not start_ids:
+    fail("the prompt is empty; give some text with --start, or --start='<|endoftext|>' for a new document.")
+x = torch.tensor(start_ids, dtype=torch.long, device=device)[None, ...]
 
 # run generation
 with torch.no_grad():

@@ -189,43 +189,38 @@ if os.path.exists(meta_path):
 
 # -----------------------------------------------------------------------------
 # model and optimizer
-model_keys = [f.name for f in dataclasses.fields(GPTConfig)]
 iter_num = 0  # optimizer steps taken
 best_val_loss = 1e9
 checkpoint = None
 ckpt_path = os.path.join(out_dir, 'ckpt.pt')
 if init_from == 'scratch':
-    model_args = {k: config[k] for k in model_keys}
+    model_args = {f.name: config[f.name] for f in dataclasses.fields(GPTConfig)}
     if vocab_size is None:
         model_args['vocab_size'] = (meta_vocab_size + 63) // 64 * 64 if meta_vocab_size else 50304
+    try:
+        raw_model = GPT(GPTConfig(**model_args))
+    except ValueError as e:  # a bad choice of residual, splitting, ...: GPTConfig says which
+        fail(str(e))
 elif init_from == 'resume':
     if not os.path.exists(ckpt_path):
         fail(f"init_from='resume' but there is no checkpoint at {ckpt_path}; train with init_from='scratch' first.")
     try:
         checkpoint = torch.load(ckpt_path, map_location='cpu', weights_only=True)
-        # the architecture is the checkpoint's; only dropout may change
-        model_args = dict(checkpoint['model_args'], dropout=dropout)
+        # the architecture and weights are the checkpoint's (ours or nanoGPT's); only dropout may change
+        raw_model = GPT.from_checkpoint(dict(checkpoint, model_args=dict(checkpoint['model_args'], dropout=dropout)))
         iter_num, best_val_loss = checkpoint['iter_num'], checkpoint['best_val_loss']
     except Exception as e:
         fail(f"could not resume from {ckpt_path} ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
              f"it is damaged or was not written by train.py.")
     if master_process:
         print(f"resuming from {ckpt_path} at iter {iter_num}")
-if init_from.startswith('gpt2'):
+else:
     if master_process:
         print(f"initializing from OpenAI GPT-2 weights: {init_from}")
     raw_model = GPT.from_pretrained(init_from, dict(dropout=dropout))
-else:
-    try:
-        raw_model = GPT(GPTConfig(**model_args))
-    except (TypeError, ValueError) as e:
-        fail(f"bad model settings: {e}")
 # the settings saved with checkpoints describe the model actually trained (all GPTConfig fields)
 model_args = dataclasses.asdict(raw_model.config)
 config.update(model_args)
-if checkpoint is not None:
-    # nanoGPT-era checkpoints may carry torch.compile's prefix
-    raw_model.load_state_dict({k.removeprefix('_orig_mod.'): v for k, v in checkpoint['model'].items()})
 if block_size < raw_model.config.block_size:
     raw_model.crop_block_size(block_size)  # e.g. GPT-2's 1024 down to a shorter context
     config['block_size'] = model_args['block_size'] = block_size

@@ -19,13 +19,16 @@ def test_samples_from_trained_checkpoint(trained, run_script):
 
 def test_nanogpt_checkpoint(tmp_path, run_script):
     """A checkpoint as nanoGPT's train.py writes it: model_args without our keys, a compiled model's
-    '_orig_mod.' prefixes. Greedy decoding (top_k=1) must give the text this exact model gives."""
+    '_orig_mod.' prefixes, maybe a causal-mask buffer. Greedy decoding (top_k=1) must give the text this exact model gives."""
     torch.manual_seed(0)
     model_args = dict(n_layer=2, n_head=2, n_embd=32, block_size=64, bias=True, vocab_size=50304, dropout=0.0)
     model = GPT(GPTConfig(**model_args))
     model.eval()
+    state_dict = dict(model.state_dict())
+    for i in range(2):  # the causal-mask buffer nanoGPT keeps when torch has no flash attention
+        state_dict[f"transformer.h.{i}.attn.bias"] = torch.tril(torch.ones(64, 64)).view(1, 1, 64, 64)
     torch.save({
-        "model": {f"_orig_mod.{k}": v for k, v in model.state_dict().items()},
+        "model": {f"_orig_mod.{k}": v for k, v in state_dict.items()},
         "optimizer": torch.optim.AdamW(model.parameters()).state_dict(),
         "model_args": model_args,
         "iter_num": 5000,
