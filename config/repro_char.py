@@ -1,0 +1,36 @@
+# Shared settings of bench/reproduce.py's "char" grid: the paper's TinyStories comparison at CPU scale,
+# character-level, on the real TinyStories sample in ../shared/data/tinystories (~6.3M train / 0.70M val chars):
+# python data/tinystories/prepare.py --sample --tokenizer=char --out-dir data/tinystories_char
+# python bench/reproduce.py char
+# reproduce.py adds out_dir, seed and each variant's model keys; by hand:
+# python train.py config/repro_char.py --out_dir=out-repro-char --residual=nesterov
+# MEASURED: see the run times in results/char.md
+
+eval_interval = 100
+eval_iters = 25  # 400 fixed windows of 128 chars (51k chars) per split and eval, the same for every run
+log_interval = 10
+always_save_checkpoint = False
+
+dataset = 'tinystories_char'
+batch_size = 16
+gradient_accumulation_steps = 1
+block_size = 128
+
+n_layer = 4
+n_head = 4
+n_embd = 128
+dropout = 0.0
+bias = False
+
+learning_rate = 1e-3
+max_iters = 1200
+lr_decay_iters = 1200
+warmup_iters = 100
+min_lr = 1e-4
+weight_decay = 1e-1
+beta1 = 0.9
+beta2 = 0.95
+grad_clip = 1.0
+
+device = 'cpu'
+compile = False

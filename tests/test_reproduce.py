@@ -1,0 +1,150 @@
+"""bench/reproduce.py: the quick grid end to end (JSON, table, plot, resuming) on a small real char dataset,
+and its arithmetic (training time from logged tokens/s, paired differences, equal wall clock) on made-up runs."""
+import importlib.util
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tokenizer import EOT
+
+ROOT = Path(__file__).resolve().parents[1]
+TS_A = ROOT.parent / "shared" / "data" / "tinystories" / "tinystories_10Msubset_a.txt"
+spec = importlib.util.spec_from_file_location("reproduce", ROOT / "bench" / "reproduce.py")
+reproduce = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(reproduce)
+
+
+def run(*args):
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+    return subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+@pytest.fixture(scope="module")
+def char_data(tmp_path_factory):
+    """The first 400 stories of a real TinyStories file, prepared with the char tokenizer."""
+    if not TS_A.exists():
+        pytest.skip(f"{TS_A} is absent (shared/ data not available)")
+    tmp = tmp_path_factory.mktemp("char")
+    docs = TS_A.read_text(encoding="utf-8").split(EOT)[:400]
+    (tmp / "stories.txt").write_text("".join(d + EOT for d in docs), encoding="utf-8")
+    r = run(ROOT / "data" / "tinystories" / "prepare.py", "--data-files", tmp / "stories.txt", "--tokenizer=char",
+            "--out-dir", tmp / "data", "--val-fraction", "0.1", "--num-proc", "1")
+    assert r.returncode == 0, r.stderr
+    return tmp / "data"
+
+
+def test_quick_grid_end_to_end_and_resume(char_data, tmp_path):
+    results = tmp_path / "results"
+    r = run("bench/reproduce.py", "quick", f"--dataset={char_data}", f"--results={results}")
+    assert r.returncode == 0, r.stderr
+    assert "quick: 4/4 runs (4 run now" in r.stdout
+
+    data = json.loads((results / "quick.json").read_text())
+    assert data["settings"]["max_iters"] == 20 and data["settings"]["tokens_per_iter"] == 4 * 32
+    runs = {(x["variant"], x["seed"]): x for x in data["runs"]}
+    assert sorted(runs) == [("gd-lt", 1), ("gd-lt", 2), ("nesterov-euler", 1), ("nesterov-euler", 2)]
+    for (variant, seed), x in runs.items():
+        out_dir = results / "runs" / "quick" / f"{variant}-s{seed}"
+        assert x["status"] == "ok" and f"--seed={seed}" in x["args"] and f"--out_dir={out_dir}" in x["args"]
+        # the curve is train.py's own evaluations, every 10 steps
+        metrics = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
+        assert x["curve"] == [[m["iter"], m["val_loss"]] for m in metrics if m["val_loss"] is not None]
+        assert [i for i, _ in x["curve"]] == [0, 10, 20]
+        assert x["final_val_loss"] == x["curve"][-1][1] and x["best_val_loss"] == min(v for _, v in x["curve"])
+        assert x["curve"][-1][1] < x["curve"][0][1] < 5  # it learned something from ln(vocab) ~ 4.4
+        times = x["curve_train_time_s"]
+        assert times[0] == 0 < times[1] < times[2] == x["train_time_s"] < x["wall_time_s"]
+        assert (x["steps"], x["tokens"]) == (20, 20 * 4 * 32)
+        assert x["tokens_per_s"] == pytest.approx(x["tokens"] / x["train_time_s"])
+    # V_0's token and position tables and the scalars: nesterov has more parameters than gd
+    assert runs["nesterov-euler", 1]["params"] > runs["gd-lt", 1]["params"] == runs["gd-lt", 2]["params"] > 10_000
+
+    rows = {row["variant"]: row for row in data["variants"]}
+    gd, nest = rows["gd-lt"], rows["nesterov-euler"]
+    finals = {k: x["final_val_loss"] for k, x in runs.items()}
+    assert gd["final_val_loss"] == pytest.approx(statistics.mean([finals["gd-lt", 1], finals["gd-lt", 2]]))
+    assert gd["final_val_loss_std"] == pytest.approx(statistics.stdev([finals["gd-lt", 1], finals["gd-lt", 2]]))
+    diffs = [finals["nesterov-euler", s] - finals["gd-lt", s] for s in (1, 2)]
+    assert nest["delta_final_val_loss"] == pytest.approx(statistics.mean(diffs))
+    assert nest["delta_final_val_loss_lower"] == sum(d < 0 for d in diffs)
+    assert gd["step_time_vs_baseline"] == pytest.approx(1.0)
+
+    table = (results / "quick.md").read_text()
+    assert "| variant | seeds | params | final val | best val | Δ final vs gd-lt |" in table
+    assert f"| gd-lt | 1,2 | {gd['params']:,} | {gd['final_val_loss']:.4f} ± {gd['final_val_loss_std']:.4f} |" in table
+    assert f"| {nest['delta_final_val_loss']:+.4f} ± {nest['delta_final_val_loss_std']:.4f} | " \
+           f"{nest['delta_final_val_loss_lower']}/2 |" in table
+    assert "## Equal wall clock: val loss at gd-lt's training time" in table
+
+    png = (results / "quick.png").read_bytes()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 20_000
+
+    # a second invocation reruns nothing; without its run.json, a run is redone, and only that one
+    stamps = {(v, s): (results / "runs" / "quick" / f"{v}-s{s}" / "metrics.jsonl").stat().st_mtime_ns
+              for v, s in runs}
+    r = run("bench/reproduce.py", "quick", f"--dataset={char_data}", f"--results={results}")
+    assert r.returncode == 0, r.stderr
+    assert "quick: 4/4 runs (0 run now" in r.stdout
+    assert json.loads((results / "quick.json").read_text())["runs"] == data["runs"]
+    (results / "runs" / "quick" / "gd-lt-s2" / "run.json").unlink()
+    r = run("bench/reproduce.py", "quick", f"--dataset={char_data}", f"--results={results}")
+    assert r.returncode == 0, r.stderr
+    assert "quick: 4/4 runs (1 run now" in r.stdout
+    for (v, s), stamp in stamps.items():
+        changed = (results / "runs" / "quick" / f"{v}-s{s}" / "metrics.jsonl").stat().st_mtime_ns != stamp
+        assert changed == ((v, s) == ("gd-lt", 2))
+
+
+def test_missing_dataset_fails_clearly(tmp_path):
+    r = run("bench/reproduce.py", "quick", f"--dataset={tmp_path / 'nothing'}", f"--results={tmp_path}")
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert "prepare it with `python data/tinystories/prepare.py --sample --tokenizer=char" in r.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_train_time_from_logged_pace():
+    # logs every 10 iterations: at iter 0 (1 iteration), 10 (iters 1-10), 20 (11-20); 0.5 s then 1 s per iteration
+    logs = [(0, 0.5), (10, 0.5), (20, 1.0)]
+    times = reproduce.train_time_at([0, 10, 20, 30], logs)
+    # before the eval at iter i, iterations 0..i-1 have run; past the last log, at the last pace
+    assert times == pytest.approx([0.0, 0.5 + 9 * 0.5, 5.5 + 9 * 1.0, 15.5 + 9 * 1.0])
+
+
+def fake_run(variant, seed, final, curve_times, status="ok"):
+    curve = [[0, 4.0], [10, 3.0], [20, final]]
+    return {"variant": variant, "seed": seed, "status": status, "params": 100, "tokens_per_s": 1000.0,
+            "wall_time_s": 60.0, "step_time_s": curve_times[-1] / 20, "train_time_s": curve_times[-1],
+            "curve": curve, "curve_train_time_s": curve_times, "final_val_loss": final, "best_val_loss": final}
+
+
+def test_paired_differences_and_equal_wall_clock():
+    variants = [("gd", {}, (1, 2, 3)), ("slow", {}, (1, 2, 3)), ("fast", {}, (1,))]
+    runs = [fake_run("gd", 1, 2.0, [0, 5, 10]), fake_run("gd", 2, 2.2, [0, 5, 10]), fake_run("gd", 3, 2.1, [0, 5, 10]),
+            # twice as slow per step: at gd's 10 s it is at step 10, with loss 3.0
+            fake_run("slow", 1, 1.9, [0, 10, 20]), fake_run("slow", 2, 2.3, [0, 10, 20]),
+            fake_run("slow", 3, 1.8, [0, 10, 20]),
+            fake_run("fast", 1, 2.5, [0, 2, 4])]
+    gd, slow, fast = reproduce.summarize(runs, variants)
+    assert gd["final_val_loss"] == pytest.approx(2.1) and gd["final_val_loss_std"] == pytest.approx(0.1)
+    assert slow["delta_final_val_loss"] == pytest.approx((-0.1 + 0.1 - 0.3) / 3)
+    assert slow["delta_final_val_loss_std"] == pytest.approx(statistics.stdev([-0.1, 0.1, -0.3]))
+    assert slow["delta_final_val_loss_lower"] == 2 and slow["paired_seeds"] == [1, 2, 3]
+    assert slow["step_time_vs_baseline"] == pytest.approx(2.0)
+    assert slow["val_loss_at_baseline_time"] == pytest.approx(3.0)
+    assert slow["delta_at_baseline_time"] == pytest.approx(3.0 - 2.1) and slow["delta_at_baseline_time_lower"] == 0
+    # one seed; finished before gd did, so its final loss stands at gd's time
+    assert fast["final_val_loss_std"] is None and fast["delta_final_val_loss"] == pytest.approx(0.5)
+    assert fast["finished_before_baseline"] == [1] and fast["val_loss_at_baseline_time"] == 2.5
+
+    # a diverged seed is left out of the means and the pairs, and named
+    runs[4] = fake_run("slow", 2, None, [0, 10, 20], status="diverged")
+    slow = reproduce.summarize(runs, variants)[1]
+    assert slow["diverged"] == [2] and slow["paired_seeds"] == [1, 3]
+    assert slow["final_val_loss"] == pytest.approx(1.85)
+    assert slow["delta_final_val_loss"] == pytest.approx(-0.2) and slow["delta_final_val_loss_lower"] == 2
