@@ -20,8 +20,9 @@ Peak memory is the worker's peak RSS on CPU (VmHWM, so ~0.2 GB of Python and tor
 the JSON has that baseline as base_mem_bytes) and torch.cuda.max_memory_allocated on CUDA.
 MFU is model.flops_per_token() x tokens/s over a peak: on CPU the matmul peak measured here first
 (large square matmuls in the same dtype and threads); on CUDA the bf16 peak of a known device, else measured.
-Each step's CPU time (all threads) is recorded too: the summary line says what share of its threads'
-time the steps got, a measure of how busy the machine was; low means the wall-clock figures are noisy.
+Each step's CPU time (all threads) is measured too. "CPU time vs gd" compares tokens per CPU-second,
+which other jobs on a shared machine disturb far less than wall-clock time; the line below the table
+says what share of their threads' time the steps got (near 100% on an idle machine).
 OMP_WAIT_POLICY=PASSIVE is set (unless already set) for this process and the workers: idle OpenMP
 threads then sleep instead of spinning, so waiting workers take no cores from the one being timed and
 2-thread timings on a shared machine are steadier.
@@ -288,27 +289,35 @@ gd = results[0]
 for row in results:
     row['ratio_to_gd'] = row['tokens_per_s'] / gd['tokens_per_s']
     row['mem_ratio_to_gd'] = row['peak_mem_bytes'] / gd['peak_mem_bytes']
+    # tokens per CPU-second vs gd: what the variant costs even when other jobs take the cores now and then
+    row['cpu_ratio_to_gd'] = None if on_cuda else gd['cpu_ms_per_step'] / row['cpu_ms_per_step']
 
 mem_kind = "peak CUDA memory allocated" if on_cuda else \
     f"peak RSS of each variant's process, {gd['base_mem_bytes'] / 2 ** 20:,.0f} MiB of it Python and torch"
 print(f"\n{n_layer} layers, d={n_embd}, {n_head} heads, block {block_size}, batch {batch_size}, vocab {vocab_size}; "
-      f"{dtype}{', compiled' if compile else ''}; {info['gd/lie_trotter']['threads']} threads; "
+      f"{dtype}{', compiled' if compile else ''}; {gd['threads']} threads; "
       f"median of {repeats} steps after {warmup} warm-up; peak mem = {mem_kind}\n")
 print("| variant | oracle calls | params | non-emb params | tok/s | ms/step | peak mem | FLOPs/token | MFU "
-      "| tok/s vs gd | mem vs gd |")
-print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+      "| tok/s vs gd | CPU time vs gd | mem vs gd |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for row in results:
+    cpu_ratio = '-' if on_cuda else f"{row['cpu_ratio_to_gd']:.2f}x"
     print(f"| {row['variant']} | {row['oracle_calls']} | {row['params'] / 1e6:.2f}M | "
           f"{row['params_non_embedding'] / 1e6:.2f}M | {row['tokens_per_s']:,.0f} | {row['ms_per_step']:,.1f} | "
           f"{row['peak_mem_bytes'] / 2 ** 20:,.0f} MiB | {row['flops_per_token'] / 1e6:,.1f}M | "
-          f"{row['mfu'] * 100:.1f}% | {row['ratio_to_gd']:.2f}x | {row['mem_ratio_to_gd']:.2f}x |")
+          f"{row['mfu'] * 100:.1f}% | {row['ratio_to_gd']:.2f}x | {cpu_ratio} | {row['mem_ratio_to_gd']:.2f}x |")
+machine['cpu_share'] = None
+if not on_cuda:
+    # CPU time over wall time x threads: near 1 on an idle machine, lower when other jobs took the cores
+    share = machine['cpu_share'] = sum(r['cpu_ms_per_step'] for r in results) / \
+        sum(r['ms_per_step'] for r in results) / gd['threads']
+    note = "" if share > 0.9 else ": other jobs shared the cores, so the wall-clock columns are noisy, CPU time much less"
+    print(f"\nCPU time vs gd: tokens per CPU-second (all threads) relative to gd. The steps got {share:.0%} of "
+          f"their threads' time{note}.")
 slowest = min(results, key=lambda r: r['ratio_to_gd'])
 largest = max(results, key=lambda r: r['mem_ratio_to_gd'])
-# CPU time over wall time x threads: near 1 on an idle machine, lower when other jobs took the cores
-busy = sum(r['cpu_ms_per_step'] for r in results) / sum(r['ms_per_step'] for r in results) / info[names[0]]['threads']
-machine['cpu_share'] = None if on_cuda else busy
 print(f"\n{len(names)} variants x {repeats} rounds in {elapsed:.0f}s (load average {load_start[0]:.2f} -> "
-      f"{machine['load_average_end'][0]:.2f}{'' if on_cuda else f', steps got {busy:.0%} of their threads'}); slowest {slowest['variant']} at {slowest['ratio_to_gd']:.2f}x gd "
+      f"{machine['load_average_end'][0]:.2f}); slowest {slowest['variant']} at {slowest['ratio_to_gd']:.2f}x gd "
       f"tokens/s; most memory {largest['variant']} at {largest['mem_ratio_to_gd']:.2f}x gd")
 
 if json:

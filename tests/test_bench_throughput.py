@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TOY = ["--vocab_size=64", "--n_embd=32", "--n_head=2", "--n_layer=2", "--block_size=16", "--batch_size=2",
        "--repeats=1", "--warmup=1"]
 RECORD_KEYS = {"variant", "tokens_per_s", "ms_per_step", "peak_mem_bytes", "params", "params_non_embedding",
-               "flops_per_token", "mfu", "ratio_to_gd", "mem_ratio_to_gd", "oracle_calls", "step_times_ms"}
+               "flops_per_token", "mfu", "ratio_to_gd", "mem_ratio_to_gd", "cpu_ratio_to_gd", "oracle_calls", "step_times_ms"}
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,8 @@ def test_json_records(toy):
         assert r["cpu_ms_per_step"] > 0
         assert r["mem_ratio_to_gd"] == pytest.approx(r["peak_mem_bytes"] / gd["peak_mem_bytes"])
         assert r["ratio_to_gd"] == pytest.approx(r["tokens_per_s"] / gd["tokens_per_s"])
-    assert gd["ratio_to_gd"] == 1.0 and gd["mem_ratio_to_gd"] == 1.0
+        assert r["cpu_ratio_to_gd"] == pytest.approx(gd["cpu_ms_per_step"] / r["cpu_ms_per_step"])
+    assert gd["ratio_to_gd"] == gd["mem_ratio_to_gd"] == gd["cpu_ratio_to_gd"] == 1.0
     assert (gd["oracle_calls"], nesterov["oracle_calls"]) == (2, 4)
     assert nesterov["imex_iters"] == 2 and nesterov["splitting"] == "imex"
     # the same matrices, but V_0's tables (not counted as non-embedding) and two more MLP calls a layer
@@ -63,11 +64,12 @@ def test_table_and_header(toy):
     assert re.search(r"^measured matmul peak: [\d,.]+ GFLOP/s on 1 threads", stdout, re.M)
     assert re.search(r"^machine: .+, cpu, 1 threads, torch ", stdout, re.M)
     assert ("| variant | oracle calls | params | non-emb params | tok/s | ms/step | peak mem | FLOPs/token | MFU "
-            "| tok/s vs gd | mem vs gd |") in stdout
+            "| tok/s vs gd | CPU time vs gd | mem vs gd |") in stdout
     rows = [line for line in stdout.splitlines() if line.startswith("| ") and "---" not in line][1:]
     assert [row.split(" | ")[0] for row in rows] == ["| gd/lie_trotter", "| nesterov/imex2"]
-    assert rows[0].endswith("| 1.00x | 1.00x |")
+    assert rows[0].endswith("| 1.00x | 1.00x | 1.00x |")
     assert f"{data['results'][1]['ratio_to_gd']:.2f}x" in rows[1]
+    assert re.search(r"^CPU time vs gd: .* got \d+% of their threads' time", stdout, re.M)
     assert "slowest" in stdout.splitlines()[-3]  # the summary line, then the two "wrote" lines
 
 
