@@ -311,7 +311,7 @@ if not on_cuda:
     # CPU time over wall time x threads: near 1 on an idle machine, lower when other jobs took the cores
     share = machine['cpu_share'] = sum(r['cpu_ms_per_step'] for r in results) / \
         sum(r['ms_per_step'] for r in results) / gd['threads']
-    note = "" if share > 0.9 else ": other jobs shared the cores, so the wall-clock columns are noisy, CPU time much less"
+    note = "" if share > 0.9 else ": other jobs shared the cores; the wall-clock columns are noisy, CPU time less so"
     print(f"\nCPU time vs gd: tokens per CPU-second (all threads) relative to gd. The steps got {share:.0%} of "
           f"their threads' time{note}.")
 slowest = min(results, key=lambda r: r['ratio_to_gd'])
