@@ -168,7 +168,8 @@ train_gen = torch.Generator().manual_seed(seed + seed_offset)
 
 
 def get_batch():
-    return load_windows('train', torch.randint(n_tokens['train'] - block_size, (batch_size,), generator=train_gen).tolist())
+    offsets = torch.randint(n_tokens['train'] - block_size, (batch_size,), generator=train_gen)
+    return load_windows('train', offsets.tolist())
 
 
 # evaluation: eval_iters * batch_size fixed windows per split, shared out between the processes

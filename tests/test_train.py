@@ -1,4 +1,5 @@
 """train.py end to end on real TinyStories tokens, with tiny models (2 layers, width 32, context 32)."""
+import importlib.util
 import json
 import shutil
 
@@ -129,6 +130,12 @@ def test_resume_errors(tiny_data, tmp_path, run_script):
     (tmp_path / "ckpt.pt").write_bytes(b"not a checkpoint")
     r = run_script("train.py", *TINY, f"--dataset={tiny_data}", f"--out_dir={tmp_path}", "--init_from=resume")
     one_sentence_error(r, "could not resume", "damaged")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("wandb") is not None, reason="needs a machine without wandb")
+def test_wandb_missing(tiny_data, tmp_path, run_script):
+    r = run_script("train.py", *TINY, f"--dataset={tiny_data}", f"--out_dir={tmp_path}", "--wandb_log=True")
+    one_sentence_error(r, "wandb", "pip install wandb")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
