@@ -2,7 +2,7 @@
 What does each variant cost to train on this machine? Full training steps per variant: tokens/s,
 ms/step, peak memory, parameters, model FLOPs/token, MFU, and each one's ratio to gd (nanoGPT's GPT).
 
-$ python bench/throughput.py                                     # 9 variants, the CPU config below, ~3 min on 2 cores
+$ python bench/throughput.py                                     # 9 variants, the CPU config below (see the end)
 $ python bench/throughput.py --variants=gd,nesterov --json=tp.json --plot=tp.png
 $ python bench/throughput.py --variants=all                      # every residual x splitting (imex with k = 1, 2)
 $ python bench/throughput.py --n_layer=12 --n_head=12 --n_embd=768 --block_size=1024 --batch_size=16 --compile=True
@@ -26,6 +26,9 @@ says what share of their threads' time the steps got (near 100% on an idle machi
 OMP_WAIT_POLICY=PASSIVE is set (unless already set) for this process and the workers: idle OpenMP
 threads then sleep instead of spinning, so waiting workers take no cores from the one being timed and
 2-thread timings on a shared machine are steadier.
+
+The default run takes 72 steps of ~3 CPU-seconds each: about 3 minutes on 2 free cores, 7 minutes when
+other jobs left its steps a third of their threads' time (load average 7.7 on our 2-core machine).
 """
 import os
 os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')  # before torch starts OpenMP (see above)
