@@ -164,6 +164,8 @@ if repeats < 1 or warmup < 0:
     fail("repeats must be at least 1 and warmup at least 0.")
 if threads:
     torch.set_num_threads(threads)
+if on_cuda:
+    torch.backends.cuda.matmul.allow_tf32 = True  # float32 peak measured as the workers run: TF32
 
 
 def parse_variant(name):
