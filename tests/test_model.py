@@ -345,3 +345,24 @@ def test_from_checkpoint_loads_ours_and_nanogpts():
     loaded = GPT.from_checkpoint({"model_args": nano_args, "model": nano_sd}).eval()
     assert loaded.config.residual == "gd"
     assert torch.equal(all_logits(loaded, idx), all_logits(gd, idx))
+
+
+@pytest.mark.parametrize("residual", ["gd", "nesterov"])
+def test_chunked_head_loss_matches_plain_loss_and_gradients(residual, monkeypatch):
+    monkeypatch.setattr("model.ChunkedHeadLoss.CHUNK", 7)  # several chunks and a ragged last one
+    model = make(residual).train()
+    idx = torch.randint(0, 64, (3, 16))
+    targets = torch.randint(0, 64, (3, 16))
+    targets[0, :5] = -1  # ignored positions
+    logits, plain = model(idx, targets)
+    plain.backward(torch.tensor(0.5))  # a scaled loss, as under gradient accumulation
+    expected = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    none, chunked = model(idx, targets, return_logits=False)
+    chunked.backward(torch.tensor(0.5))
+    assert none is None and logits.shape == (3, 16, 64)
+    torch.testing.assert_close(chunked, plain, rtol=1e-6, atol=1e-6)
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, expected[n], rtol=1e-5, atol=1e-7, msg=n)
+    with torch.no_grad():  # evaluation: the loss alone
+        torch.testing.assert_close(model(idx, targets, return_logits=False)[1], plain, rtol=1e-6, atol=1e-6)
