@@ -113,7 +113,7 @@ def worker():
 
     def step():
         with ctx:
-            _, loss = step_model(x, y)
+            _, loss = step_model(x, y, return_logits=False)  # the chunked head on CPU, as train.py
         loss.backward()
         if s['grad_clip']:
             torch.nn.utils.clip_grad_norm_(model.parameters(), s['grad_clip'])
