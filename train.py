@@ -260,7 +260,7 @@ def estimate_loss():
         for i in range(0, len(offsets), batch_size):
             X, Y = load_windows(split, offsets[i:i + batch_size])
             with ctx:
-                _, loss = fwd_model(X, Y)
+                _, loss = fwd_model(X, Y, return_logits=False)
             total += loss.double() * len(X)
         if ddp:
             dist.all_reduce(total)
@@ -412,7 +412,7 @@ while True:
             # sync gradients only at the last micro step (nanoGPT's lighter form of model.no_sync())
             model.require_backward_grad_sync = (micro_step == gradient_accumulation_steps - 1)
         with ctx:
-            logits, loss = model(X, Y)
+            _, loss = model(X, Y, return_logits=False)  # on CPU: the chunked head, no full logits
             loss = loss / gradient_accumulation_steps  # scale the loss to account for gradient accumulation
         loss_sum += loss.detach()
         scaler.scale(loss).backward()
