@@ -226,7 +226,8 @@ def prepare(docs, is_val, out_dir, num_proc=1, meta=None, tokenizer="gpt2"):
     t0 = time.time()
     try:
         with open(tmp["train.bin"], "wb") as ftrain, open(tmp["val.bin"], "wb") as fval:
-            progress = tqdm(tokenize_documents(docs, num_proc, chars), total=len(is_val), unit="docs", desc="tokenizing")
+            progress = tqdm(tokenize_documents(docs, num_proc, chars), total=len(is_val), unit="docs",
+                            desc="tokenizing")
             for v, ids in zip(map(bool, is_val), progress, strict=True):
                 (fval if v else ftrain).write(ids.tobytes())
                 tokens[v] += len(ids)

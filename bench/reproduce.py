@@ -126,8 +126,11 @@ def run_one(job, threads):
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     load0, t0 = os.getloadavg()[0], time.time()
     with open(os.path.join(out_dir, "train.log"), "w") as log:
-        rc = subprocess.run([sys.executable, "train.py", *args], cwd=REPO, env=env, stdout=log,
-                            stderr=subprocess.STDOUT).returncode
+        proc = subprocess.Popen([sys.executable, "train.py", *args], cwd=REPO, env=env, stdout=log,
+                                stderr=subprocess.STDOUT)
+        # wait4 also gives the CPU time the run used: unlike wall time, other work on the machine hardly changes it
+        _, status, usage = os.wait4(proc.pid, 0)
+        rc = proc.returncode = os.waitstatus_to_exitcode(status)
     wall = time.time() - t0
     with open(os.path.join(out_dir, "train.log")) as f:
         output = f.read()
@@ -137,8 +140,9 @@ def run_one(job, threads):
               "status": "ok" if rc == 0 else "diverged",
               "error": None if rc == 0 else output.strip().splitlines()[-1],
               **read_run(out_dir, job["settings"]), "wall_time_s": wall,
+              "cpu_time_s": usage.ru_utime + usage.ru_stime,
               "load_avg_1min": [load0, os.getloadavg()[0]],  # how busy the machine was, start and end
-              "threads": threads, "args": args}
+              "threads": threads, "args": args, "config": job["settings"]}
     with open(os.path.join(out_dir, "run.json"), "w") as f:
         json.dump(record, f, indent=1)
     return record
@@ -178,7 +182,8 @@ def summarize(runs, variants):
         paired = [s for s, r in seeds.items() if r["status"] == "ok" and s in base and base[s]["status"] == "ok"]
         row = {"variant": name, "model": model, "seeds": sorted(seeds), "diverged": sorted(
             s for s, r in seeds.items() if r["status"] != "ok"), "paired_seeds": paired}
-        for key in ("final_val_loss", "best_val_loss", "params", "tokens_per_s", "step_time_s", "wall_time_s"):
+        for key in ("final_val_loss", "best_val_loss", "params", "tokens_per_s", "step_time_s", "wall_time_s",
+                    "cpu_time_s"):
             row[key], row[key + "_std"] = mean_std([r[key] for r in ok])
         for key in ("final_val_loss", "best_val_loss"):
             diffs = [seeds[s][key] - base[s][key] for s in paired]
@@ -223,26 +228,29 @@ def markdown(grid, info, rows):
         f"## Loss after {s['max_iters']} steps (mean ± std over seeds)",
         "",
         f"| variant | seeds | params | final val | best val | Δ final vs {base} | lower in | Δ best vs {base} "
-        f"| lower in | tokens/s | step time vs {base} | wall time per run |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| lower in | tokens/s | step time vs {base} | wall time per run | CPU time per run |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         seeds = ",".join(map(str, r["seeds"]))
         if r["diverged"]:
             seeds += f" (diverged: {','.join(map(str, r['diverged']))})"
         params = f"{r['params']:,.0f}" if r["params"] else "—"
-        wall = fmt(r["wall_time_s"] / 60, digits=1) + " min" if r["wall_time_s"] else "—"
+        wall, cpu = (f"{r[k] / 60:.1f} min" if r[k] else "—" for k in ("wall_time_s", "cpu_time_s"))
         cells = [r["variant"], seeds, params, fmt(r["final_val_loss"], r["final_val_loss_std"]),
                  fmt(r["best_val_loss"], r["best_val_loss_std"])]
         for key in ("final_val_loss", "best_val_loss"):
             cells += paired(r, base, f"delta_{key}")
-        cells += [f"{r['tokens_per_s']:,.0f}" if r["tokens_per_s"] else "—", fmt(r["step_time_vs_baseline"], digits=2) + "×", wall]
+        cells += [f"{r['tokens_per_s']:,.0f}" if r["tokens_per_s"] else "—",
+                  f"{r['step_time_vs_baseline']:.2f}×" if r["step_time_vs_baseline"] else "—", wall, cpu]
         lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",
-        f"Δ: the mean ± std over seeds of (variant − {base}) for the same seed; \"lower in k/n\": the variant's loss "
-        f"is below {base}'s in k of the n seeds both ran. Params count every parameter, V_0's tables included. "
-        f"tokens/s and step time are training only (evaluation excluded), from train.py's logged tokens/s.",
+        f"Δ: the mean ± std over seeds of (variant − {base}) for the same seed; \"lower in k/n\": the variant's "
+        f"loss is below {base}'s in k of the n seeds both ran. Params count every parameter, V_0's tables included. "
+        f"tokens/s and step time are training only (evaluation excluded), from train.py's logged tokens/s; wall "
+        f"and CPU time are whole train.py runs (start-up and evaluation included); CPU time barely depends on how "
+        f"busy the machine was.",
         "",
         f"## Equal wall clock: val loss at {base}'s training time",
         "",
@@ -264,7 +272,8 @@ def markdown(grid, info, rows):
         f"Machine: {m['cpus']} CPUs, {m['jobs']} train.py processes at once with {m['threads']} thread(s) each, "
         f"torch {m['torch']}; 1-minute load average {m['load_avg_min']:.1f} to {m['load_avg_max']:.1f} over the runs "
         f"(above {m['cpus']} means other work shared the machine and slowed the timings). "
-        f"train.py wall time summed over the runs: {m['total_wall_time_s'] / 60:.1f} min.",
+        f"Summed over the runs: {m['total_wall_time_s'] / 60:.1f} min of train.py wall time, "
+        f"{m['total_cpu_time_s'] / 60:.1f} min of CPU time.",
         "",
     ]
     return "\n".join(lines)
@@ -292,6 +301,8 @@ def plot(grid, runs, rows, path):
         later = mean[len(mean) // 4:] if len(mean) > 4 else mean
         tops.append(later.max())
         bottoms.append(losses.min())
+    base_time = statistics.mean(r["train_time_s"] for r in runs if r["variant"] == rows[0]["variant"])
+    ax_time.axvline(base_time, color="gray", ls="--", lw=1, label=f"end of {rows[0]['variant']} (equal wall clock)")
     span = max(tops) - min(bottoms)
     ax_iter.set_ylim(min(bottoms) - 0.05 * span, max(tops) + 0.05 * span)  # the first quarter's steep drop is cut off
     ax_iter.set_xlabel("step")
@@ -311,7 +322,8 @@ def plot(grid, runs, rows, path):
 
 def run_grid(grid, dataset, results, jobs):
     config, prepare_hint, variants = GRIDS[grid]
-    settings = runpy.run_path(os.path.join(REPO, config))
+    # the config file's settings: they go into each run.json, so editing the file makes its runs stale
+    settings = {k: v for k, v in runpy.run_path(os.path.join(REPO, config)).items() if not k.startswith("_")}
     dataset = dataset or settings["dataset"]
     data_dir = dataset if os.path.isdir(dataset) else os.path.join(REPO, "data", dataset)
     if not os.path.exists(os.path.join(data_dir, "train.bin")):
@@ -336,7 +348,7 @@ def run_grid(grid, dataset, results, jobs):
         if os.path.exists(done_path):
             with open(done_path) as f:
                 record = json.load(f)
-            if record["args"] == job["args"]:  # the same run; anything else is stale and is redone
+            if (record["args"], record["config"]) == (job["args"], settings):  # else it is stale and is redone
                 runs[job["out_dir"]] = record
                 continue
         todo.append(job)
@@ -366,13 +378,13 @@ def run_grid(grid, dataset, results, jobs):
     loads = [x for r in runs for x in r["load_avg_1min"]]
     info = {
         "grid": grid, "config": config, "dataset": os.path.abspath(data_dir), "meta": meta,
-        "settings": {k: settings[k] for k in ("max_iters", "batch_size", "gradient_accumulation_steps", "block_size",
-                                              "eval_interval", "eval_iters", "learning_rate", "n_layer", "n_embd")}
-        | {"tokens_per_iter": settings["batch_size"] * settings["gradient_accumulation_steps"] * settings["block_size"],
-           "eval_windows": settings["eval_iters"] * settings["batch_size"]},
+        "settings": {**settings, "eval_windows": settings["eval_iters"] * settings["batch_size"],
+                     "tokens_per_iter": settings["batch_size"] * settings["gradient_accumulation_steps"]
+                     * settings["block_size"]},
         "machine": {"cpus": os.cpu_count(), "jobs": jobs, "threads": threads, "torch": torch.__version__,
                     "load_avg_min": min(loads), "load_avg_max": max(loads),
-                    "total_wall_time_s": sum(r["wall_time_s"] for r in runs)},
+                    "total_wall_time_s": sum(r["wall_time_s"] for r in runs),
+                    "total_cpu_time_s": sum(r["cpu_time_s"] for r in runs)},
     }
     os.makedirs(results, exist_ok=True)
     with open(os.path.join(results, f"{grid}.json"), "w") as f:
@@ -381,10 +393,11 @@ def run_grid(grid, dataset, results, jobs):
         f.write(markdown(grid, info, rows))
     plot(grid, runs, rows, os.path.join(results, f"{grid}.png"))
 
-    best = min((r for r in rows if r["final_val_loss"] is not None), key=lambda r: r["final_val_loss"])
+    finished = [r for r in rows if r["final_val_loss"] is not None]
+    best = min(finished, key=lambda r: r["final_val_loss"]) if finished else {"variant": "none", "final_val_loss": None}
     print(f"{grid}: {len(runs)}/{len(grid_jobs)} runs ({len(todo) - len(failed)} run now in "
           f"{(time.time() - t0) / 60:.1f} min, {len(failed)} failed); lowest final val loss: {best['variant']} "
-          f"{best['final_val_loss']:.4f} vs {rows[0]['variant']} {fmt(rows[0]['final_val_loss'])}; "
+          f"{fmt(best['final_val_loss'])} vs {rows[0]['variant']} {fmt(rows[0]['final_val_loss'])}; "
           f"wrote {os.path.join(results, grid)}.json, .md, .png")
     return not failed
 

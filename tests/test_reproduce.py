@@ -60,6 +60,7 @@ def test_quick_grid_end_to_end_and_resume(char_data, tmp_path):
         assert x["curve"][-1][1] < x["curve"][0][1] < 5  # it learned something from ln(vocab) ~ 4.4
         times = x["curve_train_time_s"]
         assert times[0] == 0 < times[1] < times[2] == x["train_time_s"] < x["wall_time_s"]
+        assert 0 < x["cpu_time_s"]
         assert (x["steps"], x["tokens"]) == (20, 20 * 4 * 32)
         assert x["tokens_per_s"] == pytest.approx(x["tokens"] / x["train_time_s"])
     # V_0's token and position tables and the scalars: nesterov has more parameters than gd
@@ -119,7 +120,7 @@ def test_train_time_from_logged_pace():
 def fake_run(variant, seed, final, curve_times, status="ok"):
     curve = [[0, 4.0], [10, 3.0], [20, final]]
     return {"variant": variant, "seed": seed, "status": status, "params": 100, "tokens_per_s": 1000.0,
-            "wall_time_s": 60.0, "step_time_s": curve_times[-1] / 20, "train_time_s": curve_times[-1],
+            "wall_time_s": 60.0, "cpu_time_s": 50.0, "step_time_s": curve_times[-1] / 20, "train_time_s": curve_times[-1],
             "curve": curve, "curve_train_time_s": curve_times, "final_val_loss": final, "best_val_loss": final}
 
 
