@@ -87,16 +87,15 @@ def test_resume_matches_uninterrupted_run(trained, tiny_data, tmp_path, run_scri
 
 
 def test_eval_windows_do_not_depend_on_seed(trained, tiny_data, tmp_path, run_script):
+    """Re-evaluating the final checkpoint under another seed scores the same windows: the same losses."""
     out, _ = trained("nesterov")
     final = [r for r in metrics(out) if r["val_loss"] is not None][-1]
-    for seed in (1, 2):
-        run_dir = tmp_path / f"seed{seed}"
-        shutil.copytree(out, run_dir)
-        r = run_script("train.py", *TINY, f"--dataset={tiny_data}", f"--out_dir={run_dir}", "--init_from=resume",
-                       "--eval_only=True", f"--seed={seed}")
-        assert r.returncode == 0, r.stderr
-        row = metrics(run_dir)[-1]
-        assert (row["iter"], row["val_loss"], row["train_loss"]) == (30, final["val_loss"], final["train_loss"])
+    shutil.copytree(out, tmp_path / "run")
+    r = run_script("train.py", *TINY, f"--dataset={tiny_data}", f"--out_dir={tmp_path / 'run'}", "--init_from=resume",
+                   "--eval_only=True", "--seed=1")
+    assert r.returncode == 0, r.stderr
+    row = metrics(tmp_path / "run")[-1]
+    assert (row["iter"], row["val_loss"], row["train_loss"]) == (30, final["val_loss"], final["train_loss"])
 
 
 def test_non_finite_loss_stops_and_keeps_checkpoint(trained, tmp_path, run_script, tiny_data):
