@@ -69,6 +69,15 @@ defaults = dict(
     compile=False,  # torch.compile the model; default set by device below
     peak_flops=290e9,  # the MFU denominator; default set by device below
     seed=1337,
+    # downstream evaluation (eval.py) of the best checkpoint at the end: the paper's HellaSwag 10-shot and
+    # ARC-Easy 25-shot; from the hub, or from local jsonl files when these paths are set
+    eval_downstream=False,
+    downstream_tasks='hellaswag,arc_easy',
+    downstream_limit=0,  # evaluate only the first N examples of each task; 0 = all
+    hellaswag_file='',
+    hellaswag_fewshot_file='',
+    arc_easy_file='',
+    arc_easy_fewshot_file='',
 )
 # every model option is a setting too; nanoGPT trains without biases, and vocab_size None means
 # "from the dataset's meta.json"
@@ -467,5 +476,20 @@ if master_process:
     plt.legend()
     plt.grid(alpha=0.3)
     plt.savefig(os.path.join(out_dir, 'loss.png'), dpi=100)
+    if eval_downstream:
+        from eval import EvalError, run_downstream
+        best, best_iter = raw_model, iter_num
+        ckpt_path = os.path.join(out_dir, 'ckpt.pt')
+        if os.path.exists(ckpt_path):  # the paper scores the best-val checkpoint
+            checkpoint = torch.load(ckpt_path, map_location=device, weights_only=True)
+            best, best_iter = GPT.from_checkpoint(checkpoint).to(device), checkpoint['iter_num']
+        best.eval()
+        try:
+            run_downstream(best, out_dir, [t for t in downstream_tasks.split(',') if t], iter_num=best_iter,
+                           limit=downstream_limit,
+                           files={'hellaswag': hellaswag_file, 'arc_easy': arc_easy_file},
+                           fewshot_files={'hellaswag': hellaswag_fewshot_file, 'arc_easy': arc_easy_fewshot_file})
+        except EvalError as e:
+            print(f"downstream evaluation skipped: {e}")
 if ddp:
     dist.destroy_process_group()

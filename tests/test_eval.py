@@ -220,8 +220,6 @@ def write_jsonl(path, records):
 
 def small_gpt_checkpoint(out_dir, iter_num=7):
     torch.manual_seed(0)
-    # bias=False as train.py trains (with bias=True, model.py's from_checkpoint drops ln_v.attn.bias as if it
-    # were nanoGPT's attention mask buffer, and loading fails)
     config = GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=64, vocab_size=50304, residual="nesterov",
                        bias=False)
     model = GPT(config)
@@ -274,6 +272,25 @@ def test_cli_smoke_with_local_files(tmp_path):
     assert [(r["task"], r["iter"], r["num_fewshot"], r["n"]) for r in records] == [
         ("hellaswag", 7, 1, 2), ("arc_easy", 7, 3, 2)]
     assert all(0 <= r["acc"] <= 1 and 0 <= r["acc_norm"] <= 1 for r in records)
+
+
+def test_train_evaluates_its_best_checkpoint_downstream(tmp_path, tiny_data, run_script):
+    from conftest import TINY
+    hs, arc = write_jsonl(tmp_path / "hs.jsonl", HELLASWAG), write_jsonl(tmp_path / "arc.jsonl", ARC_NESTED)
+    # the paper's 10 and 25 shots, drawn from enough (repeated) examples
+    hs_shots = write_jsonl(tmp_path / "hs_train.jsonl", HELLASWAG * 4)
+    arc_shots = write_jsonl(tmp_path / "arc_train.jsonl", ARC_NESTED * 9)
+    out = tmp_path / "run"
+    r = run_script("train.py", *TINY, f"--dataset={tiny_data}", f"--out_dir={out}", "--residual=nesterov",
+                   "--max_iters=4", "--eval_interval=2", "--eval_downstream=True", "--downstream_limit=2",
+                   f"--hellaswag_file={hs}", f"--hellaswag_fewshot_file={hs_shots}",
+                   f"--arc_easy_file={arc}", f"--arc_easy_fewshot_file={arc_shots}")
+    assert r.returncode == 0, r.stderr
+    best_iter = torch.load(out / "ckpt.pt", weights_only=True)["iter_num"]
+    records = json.loads((out / "eval.json").read_text())
+    assert [(rec["task"], rec["iter"], rec["n"]) for rec in records] == [("hellaswag", best_iter, 2), ("arc_easy", best_iter, 2)]
+    assert records[0]["num_fewshot"] == 10 and records[1]["num_fewshot"] == 25
+    assert "hellaswag 10-shot: acc" in r.stdout
 
 
 def assert_clean_error(result, *words):
