@@ -414,11 +414,21 @@ class GPT(nn.Module):
         model.load_state_dict(state_dict)
         return model
 
-    def configure_optimizers(self, weight_decay, learning_rate, betas, device_type, scalar_lr_scale=5.0):
+    def configure_optimizers(self, weight_decay, learning_rate, betas, device_type, scalar_lr_scale=5.0,
+                             optimizer="adamw", muon_lr=0.02):
         """AdamW with the paper's groups: matrices and embeddings decayed; biases and norm gains not;
         the mu/beta/gamma scalars not decayed and at scalar_lr_scale x the base LR. Each group's
-        "lr_scale" tells the trainer how to scale the scheduled LR."""
+        "lr_scale" tells the trainer how to scale the scheduled LR.
+        optimizer="muon" (the paper's recipe) returns a list [Muon, AdamW] instead: Muon (momentum 0.95,
+        Nesterov, no weight decay) at muon_lr for the 2-D matrices inside the blocks, AdamW as above for
+        the rest (embeddings and head, norms, scalars)."""
+        if optimizer not in ("adamw", "muon"):
+            raise ValueError(f"optimizer={optimizer!r} is not known; choose one of adamw, muon.")
         params = {pn: p for pn, p in self.named_parameters() if p.requires_grad}
+        muon = {}
+        if optimizer == "muon":
+            muon = {n: p for n, p in params.items() if n.startswith("transformer.h.") and p.dim() == 2}
+            params = {n: p for n, p in params.items() if n not in muon}
         scalar = [p for n, p in params.items() if n.endswith(("_mu", "_beta", "_gamma"))]
         decay = [p for p in params.values() if p.dim() >= 2]
         no_decay = [p for n, p in params.items() if p.dim() < 2 and not n.endswith(("_mu", "_beta", "_gamma"))]
@@ -432,7 +442,14 @@ class GPT(nn.Module):
         print(f"num mu/beta/gamma scalars: {len(scalar)}, at {scalar_lr_scale}x the learning rate")
         use_fused = device_type == 'cuda' and 'fused' in inspect.signature(torch.optim.AdamW).parameters
         extra_args = dict(fused=True) if use_fused else dict()
-        return torch.optim.AdamW([g for g in optim_groups if g['params']], lr=learning_rate, betas=betas, **extra_args)
+        adamw = torch.optim.AdamW([g for g in optim_groups if g['params']], lr=learning_rate, betas=betas, **extra_args)
+        if optimizer == "adamw":
+            return adamw
+        print(f"num Muon matrices: {len(muon)}, with {sum(p.numel() for p in muon.values()):,} parameters, "
+              f"at lr {muon_lr}")
+        # the trainer's schedule multiplies learning_rate by lr_scale: Muon's follows the same shape, peaking at muon_lr
+        muon_group = {'params': list(muon.values()), 'lr_scale': muon_lr / learning_rate}
+        return [torch.optim.Muon([muon_group], lr=muon_lr, momentum=0.95, nesterov=True, weight_decay=0.0), adamw]
 
     def flops_per_token(self):
         """Model FLOPs per token of a training step (forward + backward), as in the PaLM paper, Appendix B:

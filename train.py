@@ -23,6 +23,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from configurator import apply_config
+from data_order import EpochOrder
 from model import GPT, GPTConfig
 
 REPO = os.path.dirname(os.path.abspath(__file__))
@@ -50,8 +51,12 @@ defaults = dict(
     dataset='openwebtext',  # a folder under data/, or a path to any folder holding train.bin and val.bin
     gradient_accumulation_steps=5 * 8,  # for one process; divided by the number of processes under torchrun
     batch_size=12,  # micro-batch size
-    # AdamW
-    learning_rate=6e-4,  # peak; the mu/beta/gamma scalars get lr_scale times this (model.configure_optimizers)
+    data_order='random',  # 'random': nanoGPT's random windows; 'epoch': the paper's shuffled epochs (data_order.py)
+    # optimizer: 'adamw' for everything, or 'muon' (the paper's) for the 2-D matrices inside the blocks
+    # at muon_lr, with AdamW for the rest (model.configure_optimizers)
+    optimizer='adamw',
+    muon_lr=0.02,  # peak; the paper's 0.02 on TinyStories, 0.004 on OpenWebText
+    learning_rate=6e-4,  # AdamW's peak; the mu/beta/gamma scalars get lr_scale times this
     max_iters=600000,
     weight_decay=1e-1,
     beta1=0.9,
@@ -110,6 +115,8 @@ if device.startswith('cuda') and not cuda:
     fail(f"device='{device}' but PyTorch sees no CUDA GPU here; use --device=cpu.")
 if dtype not in ('float32', 'bfloat16', 'float16'):
     fail(f"dtype='{dtype}' is not one of float32, bfloat16, float16.")
+if data_order not in ('random', 'epoch'):
+    fail(f"data_order='{data_order}' is not one of 'random', 'epoch'.")
 if init_from not in ('scratch', 'resume') and not init_from.startswith('gpt2'):
     fail(f"init_from='{init_from}' is not one of 'scratch', 'resume', 'gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl'.")
 
@@ -171,12 +178,18 @@ def load_windows(split, offsets):
     return x.to(device), y.to(device)
 
 
-# training batches: random windows from a seeded generator of our own, whose state goes into the
-# checkpoint, so a resumed run continues the same data stream
+# training batches: random windows from a seeded generator of our own, or this process's share of the
+# seeded epochs; either's state goes into the checkpoint, so a resumed run continues the same data stream
 train_gen = torch.Generator().manual_seed(seed + seed_offset)
+epoch_order = EpochOrder(n_tokens['train'], block_size, seed, rank, world_size)  # one order shared by all processes
+if data_order == 'epoch' and n_tokens['train'] < (world_size + 1) * block_size:
+    fail(f"data_order='epoch' needs at least {(world_size + 1) * block_size} training tokens for {world_size} "
+         f"process(es) with block_size={block_size}, but there are {n_tokens['train']}.")
 
 
 def get_batch():
+    if data_order == 'epoch':
+        return load_windows('train', epoch_order.next(batch_size))
     offsets = torch.randint(n_tokens['train'] - block_size, (batch_size,), generator=train_gen)
     return load_windows('train', offsets.tolist())
 
@@ -237,12 +250,26 @@ if block_size < raw_model.config.block_size:
 raw_model.to(device)
 
 scaler = torch.amp.GradScaler(device_type, enabled=(dtype == 'float16'))
-optimizer = raw_model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
+try:
+    optimizers = raw_model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type,
+                                                optimizer=optimizer, muon_lr=muon_lr)
+except ValueError as e:
+    fail(str(e))
+if not isinstance(optimizers, list):
+    optimizers = [optimizers]
 if checkpoint is not None:
-    optimizer.load_state_dict(checkpoint['optimizer'])
+    states = checkpoint['optimizer']
+    states = states if isinstance(states, list) else [states]  # nanoGPT's checkpoints hold one AdamW state
+    if len(states) != len(optimizers):
+        fail(f"the checkpoint holds the state of {len(states)} optimizer(s), but optimizer='{optimizer}' "
+             f"uses {len(optimizers)}; resume with the optimizer it was trained with.")
+    for opt, state in zip(optimizers, states):
+        opt.load_state_dict(state)
     rng = checkpoint.get('rng', [])
     if len(rng) == world_size:
         train_gen.set_state(rng[rank]['data'])
+        if 'epoch_order' in rng[rank]:
+            epoch_order.load_state_dict(rng[rank]['epoch_order'])
         torch.set_rng_state(rng[rank]['torch'])
         if device_type == 'cuda' and 'cuda' in rng[rank]:
             torch.cuda.set_rng_state(rng[rank]['cuda'], device)
@@ -304,7 +331,7 @@ commit = git_commit() if master_process else None
 
 def save_checkpoint():
     """Called by every process (each contributes its data stream and RNG states); rank 0 writes the file."""
-    rng = {'data': train_gen.get_state(), 'torch': torch.get_rng_state()}
+    rng = {'data': train_gen.get_state(), 'epoch_order': epoch_order.state_dict(), 'torch': torch.get_rng_state()}
     if device_type == 'cuda':
         rng['cuda'] = torch.cuda.get_rng_state(device)
     rngs = [None] * world_size
@@ -316,7 +343,7 @@ def save_checkpoint():
         return
     checkpoint = {
         'model': raw_model.state_dict(),  # the uncompiled, unwrapped module: no _orig_mod./module. prefixes
-        'optimizer': optimizer.state_dict(),
+        'optimizer': [opt.state_dict() for opt in optimizers],
         'model_args': model_args,
         'iter_num': iter_num,
         'best_val_loss': best_val_loss,
@@ -384,10 +411,11 @@ eval_time = 0.0  # time spent evaluating, kept out of tokens/s
 log_t0, log_iters = time.time(), 0
 pbar = tqdm(total=max_iters, initial=iter_num, disable=not master_process, dynamic_ncols=True)
 while True:
-    # the learning rate of this iteration; the scalars' group runs at a multiple of it
+    # the learning rate of this iteration; the scalars' and Muon's groups run at a multiple of it
     lr = get_lr(iter_num) if decay_lr else learning_rate
-    for param_group in optimizer.param_groups:
-        param_group['lr'] = lr * param_group['lr_scale']
+    for opt in optimizers:
+        for param_group in opt.param_groups:
+            param_group['lr'] = lr * param_group['lr_scale']
 
     # evaluate on the fixed windows, log the momentum scalars, save a checkpoint
     if iter_num % eval_interval == 0 or iter_num == max_iters or eval_only:
@@ -426,11 +454,14 @@ while True:
         loss_sum += loss.detach()
         scaler.scale(loss).backward()
     if grad_clip != 0.0:
-        scaler.unscale_(optimizer)
+        for opt in optimizers:
+            scaler.unscale_(opt)
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    scaler.step(optimizer)
+    for opt in optimizers:
+        scaler.step(opt)
     scaler.update()
-    optimizer.zero_grad(set_to_none=True)
+    for opt in optimizers:
+        opt.zero_grad(set_to_none=True)
 
     # log the mean loss of this iteration's micro-batches over all processes
     log_iters += 1
