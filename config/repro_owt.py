@@ -2,9 +2,12 @@
 # OpenWebText sample in ../shared/data/openwebtext (~1.1M train / 0.13M val tokens), 3 seeds each:
 # python data/openwebtext/prepare.py --sample
 # python bench/reproduce.py owt
-# At this size the 50,304-way softmax and its head take most of a step (d=96..256 all cost 1.0-1.8 s
-# per 1,024 tokens on one core), so the budget (~20 min for 6 runs on 2 cores) goes to steps, not width.
-# MEASURED: see the run times in results/owt.md
+# At this size the 50,304-way softmax and its head take most of a step (d=96..256 all cost 1.0-1.8 s of
+# CPU per 1,024 tokens, under load), so the budget (~20 min for 6 runs on 2 cores) goes to steps, not width.
+# MEASURED (seed 1, one thread, other work holding the load average at ~6 on the 2 cores): gd at 400 steps,
+# lr 2e-3: val 6.806, 11.9 min wall, 5.5 min CPU; lr 6e-3 was worse (7.27 vs 6.93 at step 250). At 300 steps
+# gd 6.940 (4.0 min CPU), nesterov 7.103 (4.5 min CPU). So 6 runs of 350 steps take ~31 min of CPU: ~16 min
+# with reproduce.py's 2 jobs on a quiet machine. Per-run times of the grid: results/owt.md.
 
 eval_interval = 50
 eval_iters = 12  # 96 fixed windows of 128 tokens (12k tokens) per split and eval, the same for every run
@@ -23,9 +26,9 @@ dropout = 0.0
 bias = False
 
 learning_rate = 2e-3
-max_iters = 300
-lr_decay_iters = 300
-warmup_iters = 30
+max_iters = 350
+lr_decay_iters = 350
+warmup_iters = 35
 min_lr = 2e-4
 weight_decay = 1e-1
 beta1 = 0.9

@@ -120,7 +120,8 @@ def test_train_time_from_logged_pace():
 def fake_run(variant, seed, final, curve_times, status="ok"):
     curve = [[0, 4.0], [10, 3.0], [20, final]]
     return {"variant": variant, "seed": seed, "status": status, "params": 100, "tokens_per_s": 1000.0,
-            "wall_time_s": 60.0, "cpu_time_s": 50.0, "step_time_s": curve_times[-1] / 20, "train_time_s": curve_times[-1],
+            "wall_time_s": 60.0, "cpu_time_s": 50.0, "step_time_s": curve_times[-1] / 20,
+            "train_time_s": curve_times[-1],
             "curve": curve, "curve_train_time_s": curve_times, "final_val_loss": final, "best_val_loss": final}
 
 
