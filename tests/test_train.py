@@ -1,12 +1,15 @@
 """train.py end to end on real TinyStories tokens, with tiny models (2 layers, width 32, context 32)."""
 import importlib.util
 import json
+import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
 
-from conftest import TINY
+from conftest import REPO, TINY
 from model import GPT, GPTConfig
 
 KEYS = {"iter", "train_loss", "val_loss", "lr", "tokens_per_s", "mfu"}
@@ -185,3 +188,25 @@ def test_ddp_two_processes(tiny_data, tmp_path, run_script):
     r = run_script("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py", *TINY,
                    f"--dataset={tiny_data}", f"--out_dir={tmp_path}", "--gradient_accumulation_steps=3")
     assert r.returncode != 0 and "must be divisible" in r.stderr
+
+
+def test_every_config_trains_two_steps_when_shrunk(tiny_data, tmp_path):
+    """Each config/*.py, shrunk to a 1-layer model on the tiny dataset, trains 2 steps: its keys, its choice of
+    variant, optimizer and data order all run. The configs run 4 processes at a time to keep this quick."""
+    configs = sorted((REPO / "config").glob("*.py"))
+    shrink = ["--n_layer=1", "--n_embd=32", "--n_head=2", "--block_size=32", "--batch_size=2",
+              "--gradient_accumulation_steps=1", "--max_iters=2", "--eval_iters=1", "--eval_interval=2",
+              "--log_interval=1", f"--dataset={tiny_data}", "--device=cpu", "--compile=False", "--dtype=float32",
+              "--wandb_log=False", "--init_from=scratch", "--eval_downstream=False"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
+    failed = []
+    for i in range(0, len(configs), 4):
+        procs = {c.name: subprocess.Popen([sys.executable, "train.py", c, *shrink, f"--out_dir={tmp_path / c.stem}"],
+                                          cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                          text=True) for c in configs[i:i + 4]}
+        for name, p in procs.items():
+            _, err = p.communicate(timeout=300)
+            if p.returncode != 0:
+                failed.append(f"{name}: {err.strip().splitlines()[-1] if err.strip() else p.returncode}")
+    assert not failed, "\n".join(failed)
+    assert all(len(metrics(tmp_path / c.stem)) == 4 for c in configs)  # 2 log lines, 2 evals
