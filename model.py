@@ -291,7 +291,8 @@ class GPT(nn.Module):
             if pn.endswith('c_proj.weight'):
                 torch.nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
 
-        print("number of parameters: %.2fM" % (self.get_num_params() / 1e6,))
+        print(f"number of parameters: {self.get_num_params(False) / 1e6:.2f}M, "
+              f"{self.get_num_params() / 1e6:.2f}M without position and V_0 tables")
 
     def get_num_params(self, non_embedding=True):
         """Parameter count. With non_embedding, position tables and V_0's token table are left out (they
