@@ -441,7 +441,9 @@ class GPT(nn.Module):
         print(f"num decayed parameter tensors: {len(decay)}, with {sum(p.numel() for p in decay):,} parameters")
         print(f"num non-decayed parameter tensors: {len(no_decay)}, with {sum(p.numel() for p in no_decay):,} parameters")
         print(f"num mu/beta/gamma scalars: {len(scalar)}, at {scalar_lr_scale}x the learning rate")
-        use_fused = device_type == 'cuda' and 'fused' in inspect.signature(torch.optim.AdamW).parameters
+        # the fused kernel: one pass over each tensor, no per-step temporaries the size of the parameters;
+        # on our 2-core CPU its step takes a quarter of foreach's time (29M parameters: 30 vs 117 ms)
+        use_fused = device_type in ('cuda', 'cpu') and 'fused' in inspect.signature(torch.optim.AdamW).parameters
         extra_args = dict(fused=True) if use_fused else dict()
         adamw = torch.optim.AdamW([g for g in optim_groups if g['params']], lr=learning_rate, betas=betas, **extra_args)
         if optimizer == "adamw":
