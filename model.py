@@ -412,6 +412,13 @@ class GPT(nn.Module):
         state_dict = {k.removeprefix('_orig_mod.').removeprefix('module.'): v for k, v in checkpoint['model'].items()}
         # nanoGPT's causal-mask buffer (torch without flash attention) is not a weight
         state_dict = {k: v for k, v in state_dict.items() if not re.fullmatch(r'transformer\.h\.\d+\.attn\.bias', k)}
+        expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        found = {k: tuple(v.shape) for k, v in state_dict.items()}
+        if found != expected:  # say what differs, not load_state_dict's page of key names
+            differ = [k for k in expected if k in found and found[k] != expected[k]]
+            raise ValueError(f"its weights do not fit its model_args ({len(set(expected) - set(found))} missing, "
+                             f"{len(set(found) - set(expected))} unexpected, {len(differ)} of another shape, e.g. "
+                             f"{next(iter(sorted(set(expected) ^ set(found)) + differ))})")
         model.load_state_dict(state_dict)
         return model
 

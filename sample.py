@@ -5,8 +5,10 @@ checkpoint, or OpenAI's GPT-2 weights.
 $ python sample.py --out_dir=out-tinystories-cpu-nesterov --start="Once upon a time" --num_samples=3
 $ python sample.py --init_from=gpt2-xl --start=FILE:prompt.txt
 """
+import json
 import os
 import sys
+import traceback
 from contextlib import nullcontext
 
 import torch
@@ -30,6 +32,7 @@ defaults = dict(
     device='cuda' if cuda else 'cpu',  # 'cpu', 'cuda', 'cuda:1', 'mps', ...
     dtype='float32',  # 'float32' | 'bfloat16' | 'float16'; default set by device below
     compile=False,  # torch.compile the forward pass
+    debug=False,  # print the Python traceback behind an error message
 )
 config = apply_config(defaults, sys.argv[1:])
 # dtype defaults by the chosen device, as in train.py: read the arguments again with that default
@@ -40,6 +43,8 @@ globals().update(config)  # as in nanoGPT, every setting is a plain global from 
 
 
 def fail(msg):
+    if debug and sys.exc_info()[0] is not None:
+        traceback.print_exc()
     print(f"error: {msg}", file=sys.stderr)
     sys.exit(1)
 
@@ -48,6 +53,8 @@ if device.startswith('cuda') and not cuda:
     fail(f"device='{device}' but PyTorch sees no CUDA GPU here; use --device=cpu.")
 if dtype not in ('float32', 'bfloat16', 'float16'):
     fail(f"dtype='{dtype}' is not one of float32, bfloat16, float16.")
+if on_cuda and dtype == 'bfloat16' and not torch.cuda.is_bf16_supported():
+    fail(f"dtype='bfloat16' but this GPU ({torch.cuda.get_device_name()}) does not support it; use --dtype=float16.")
 torch.manual_seed(seed)
 device_type = 'cuda' if device.startswith('cuda') else 'cpu'
 if device_type == 'cuda':
@@ -74,7 +81,7 @@ if init_from == 'resume':
         checkpoint = torch.load(ckpt_path, map_location='cpu', weights_only=True)
         model = GPT.from_checkpoint(checkpoint)  # ours or nanoGPT's
     except Exception as e:
-        fail(f"could not load {ckpt_path} ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+        fail(f"could not load {ckpt_path} ({type(e).__name__}: {str(e).splitlines()[0].split(". ")[0][:200]}); "
              f"it is damaged or not a train.py/nanoGPT checkpoint.")
     dataset = checkpoint.get('config', {}).get('dataset', '')
 elif init_from.startswith('gpt2'):
@@ -87,8 +94,18 @@ if compile:
     # generate() calls self(...), so compile the forward it reaches; the context grows, hence dynamic
     model.forward = torch.compile(model.forward, dynamic=True)
 
-# the prompt's tokens
-encode, decode = get_codec(dataset if os.path.isdir(dataset) else os.path.join(REPO, 'data', dataset))
+# the prompt's tokens, with the tokenizer of the model's dataset (GPT-2's without a meta.json)
+data_dir = dataset if os.path.isdir(dataset) else os.path.join(REPO, 'data', dataset)
+encode, decode = get_codec(data_dir)
+tokenizer_vocab = 50257
+if os.path.exists(os.path.join(data_dir, 'meta.json')):
+    with open(os.path.join(data_dir, 'meta.json')) as f:
+        tokenizer_vocab = json.load(f)['vocab_size']
+# the model's vocabulary is the tokenizer's, padded up to a multiple of 64 by train.py
+if not tokenizer_vocab <= model.config.vocab_size < tokenizer_vocab + 64:
+    fail(f"the model has a vocabulary of {model.config.vocab_size} tokens but its tokenizer "
+         f"({os.path.join(data_dir, 'meta.json') if dataset else 'GPT-2 BPE'}) has {tokenizer_vocab}; they do not "
+         f"belong together: prepare the dataset the model was trained on, or pick the matching --out_dir.")
 try:
     start_ids = encode(start)
 except ValueError as e:

@@ -7,14 +7,19 @@ DDP on 8 GPUs of one node (gradient_accumulation_steps is divided by the 8 proce
 $ torchrun --standalone --nproc_per_node=8 train.py config/tinystories_nesterov.py
 Settings: the defaults below, then config files and --key=value overrides, left to right (configurator.py).
 """
+import contextlib
 import dataclasses
+import glob
 import json
 import math
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 import time
-from contextlib import nullcontext
+import traceback
 
 import numpy as np
 import torch
@@ -42,6 +47,9 @@ defaults = dict(
     eval_iters=200,
     eval_only=False,  # if True, evaluate once and exit
     always_save_checkpoint=True,  # if False, save only when val loss improves
+    keep_checkpoints=0,  # also keep the last N checkpoints as ckpt-<iter>.pt (hard links, no extra disk); 0 = none
+    max_bad_steps=5,  # a step with a non-finite loss or gradient is skipped; this many in a row stop the run
+    debug=False,  # print the Python traceback behind an error message
     init_from='scratch',  # 'scratch' | 'resume' (from out_dir/ckpt.pt) | 'gpt2*'
     # wandb logging
     wandb_log=False,
@@ -100,11 +108,16 @@ globals().update(config)  # as in nanoGPT, every setting is a plain global from 
 # -----------------------------------------------------------------------------
 
 master_process = int(os.environ.get('RANK', 0)) == 0
+pbar = None  # the training loop's progress bar
 
 
 def fail(msg):
     """Stop with one sentence on stderr (printed once under DDP) and a non-zero exit status."""
+    if pbar is not None:
+        pbar.close()  # before the message, so that it is the last line
     if master_process:
+        if debug and sys.exc_info()[0] is not None:
+            traceback.print_exc()
         print(f"error: {msg}", file=sys.stderr)
     if dist.is_initialized():
         dist.destroy_process_group()
@@ -115,6 +128,12 @@ if device.startswith('cuda') and not cuda:
     fail(f"device='{device}' but PyTorch sees no CUDA GPU here; use --device=cpu.")
 if dtype not in ('float32', 'bfloat16', 'float16'):
     fail(f"dtype='{dtype}' is not one of float32, bfloat16, float16.")
+if on_cuda and dtype == 'bfloat16' and not torch.cuda.is_bf16_supported():
+    fail(f"dtype='bfloat16' but this GPU ({torch.cuda.get_device_name()}) does not support it; use --dtype=float16.")
+for key in ('eval_interval', 'log_interval', 'eval_iters', 'batch_size', 'block_size', 'gradient_accumulation_steps',
+            'max_bad_steps'):
+    if config[key] < 1:
+        fail(f"{key}={config[key]} must be at least 1.")
 if data_order not in ('random', 'epoch'):
     fail(f"data_order='{data_order}' is not one of 'random', 'epoch'.")
 if init_from not in ('scratch', 'resume') and not init_from.startswith('gpt2'):
@@ -142,13 +161,17 @@ if master_process:
         if v != defaults[k]:
             print(f"config: {k} = {v!r}")
     print(f"tokens per iteration will be: {tokens_per_iter:,}")
-    os.makedirs(out_dir, exist_ok=True)
+    try:  # find out now, not at the first checkpoint
+        os.makedirs(out_dir, exist_ok=True)
+        tempfile.TemporaryFile(dir=out_dir).close()
+    except OSError as e:
+        fail(f"cannot write to out_dir='{out_dir}' ({e.strerror or e}); choose a writable --out_dir.")
 torch.manual_seed(seed + seed_offset)
 if device_type == 'cuda':
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
 ptdtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}[dtype]
-ctx = nullcontext() if dtype == 'float32' else torch.amp.autocast(device_type=device_type, dtype=ptdtype)
+ctx = contextlib.nullcontext() if dtype == 'float32' else torch.amp.autocast(device_type=device_type, dtype=ptdtype)
 
 # -----------------------------------------------------------------------------
 # data: uint16 GPT-2 tokens in train.bin / val.bin (nanoGPT's format)
@@ -161,6 +184,9 @@ for split in ('train', 'val'):
         how = (f"`python {prepare} --sample` (a small sample) or `python {prepare}` (the full dataset)"
                if os.path.exists(os.path.join(REPO, prepare)) else "data/<name>/prepare.py --out-dir DIR")
         fail(f"dataset '{dataset}' has no {path}: create it with {how}.")
+    if os.path.getsize(path) % 2:
+        fail(f"{path} has an odd number of bytes, so it is not a file of uint16 tokens; recreate it with "
+             f"data/<name>/prepare.py.")
     n_tokens[split] = os.path.getsize(path) // 2
     if n_tokens[split] < block_size + 1:
         fail(f"{path} holds {n_tokens[split]} tokens, fewer than block_size+1 = {block_size + 1}; "
@@ -233,8 +259,14 @@ elif init_from == 'resume':
         raw_model = GPT.from_checkpoint(dict(checkpoint, model_args=dict(checkpoint['model_args'], dropout=dropout)))
         iter_num, best_val_loss = checkpoint['iter_num'], checkpoint['best_val_loss']
     except Exception as e:
-        fail(f"could not resume from {ckpt_path} ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+        fail(f"could not resume from {ckpt_path} ({type(e).__name__}: {str(e).splitlines()[0].split(". ")[0][:200]}); "
              f"it is damaged or was not written by train.py.")
+    # model settings given for this run must be the checkpoint's: resuming never changes the architecture
+    for f in dataclasses.fields(GPTConfig):
+        if f.name not in ('dropout', 'block_size') and config[f.name] != defaults[f.name] \
+                and config[f.name] != getattr(raw_model.config, f.name):
+            fail(f"{ckpt_path} holds a model with {f.name}={getattr(raw_model.config, f.name)!r}, but this run asks "
+                 f"for {f.name}={config[f.name]!r}; drop that setting to resume, or train it in a new --out_dir.")
     if master_process:
         print(f"resuming from {ckpt_path} at iter {iter_num}")
 else:
@@ -247,6 +279,14 @@ config.update(model_args)
 if block_size < raw_model.config.block_size:
     raw_model.crop_block_size(block_size)  # e.g. GPT-2's 1024 down to a shorter context
     config['block_size'] = model_args['block_size'] = block_size
+elif block_size > raw_model.config.block_size:
+    fail(f"block_size={block_size} is longer than the {raw_model.config.block_size} positions the model was trained "
+         f"with; use --block_size={raw_model.config.block_size} or less.")
+for split in ('train', 'val'):  # tokens from another tokenizer would index past the embedding table
+    top = int(np.memmap(os.path.join(data_dir, f'{split}.bin'), dtype=np.uint16, mode='r')[:1 << 22].max())
+    if top >= raw_model.config.vocab_size:
+        fail(f"{data_dir}/{split}.bin holds token id {top}, but the model's vocabulary has "
+             f"{raw_model.config.vocab_size} entries; the data and the model use different tokenizers.")
 raw_model.to(device)
 
 scaler = torch.amp.GradScaler(device_type, enabled=(dtype == 'float16'))
@@ -355,15 +395,36 @@ def save_checkpoint():
     print(f"saving checkpoint to {out_dir}")
     # write a temporary file and rename it over the old one, so a crash never leaves a damaged checkpoint
     tmp_path = ckpt_path + '.tmp'
-    with open(tmp_path, 'wb') as f:
-        torch.save(checkpoint, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp_path, ckpt_path)
+    try:
+        with open(tmp_path, 'wb') as f:
+            torch.save(checkpoint, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_path, ckpt_path)
+        if keep_checkpoints > 0:
+            keep_copy()
+    except OSError as e:  # a full disk, a lost mount, ...
+        with contextlib.suppress(OSError):
+            os.remove(tmp_path)
+        fail(f"could not save a checkpoint in {out_dir} at iter {iter_num} ({e.strerror or e}), so training stops; "
+             f"{ckpt_path} still holds the last good one: free some space (or pick another --out_dir) and resume.")
+
+
+def keep_copy():
+    """ckpt-<iter>.pt beside ckpt.pt, the last keep_checkpoints of them; a hard link costs no disk space and
+    keeps this version when ckpt.pt is next replaced."""
+    kept_path = os.path.join(out_dir, f'ckpt-{iter_num:08d}.pt')
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(kept_path)
+    try:
+        os.link(ckpt_path, kept_path)
+    except OSError:  # a filesystem without hard links
+        shutil.copyfile(ckpt_path, kept_path)
+    for old in sorted(glob.glob(os.path.join(out_dir, 'ckpt-*.pt')))[:-keep_checkpoints]:
+        os.remove(old)
 
 
 def diverged(what, value):
-    pbar.close()
     fail(f"{what} is {value} at iter {iter_num}: training diverged, so it stops here and leaves {ckpt_path} as it "
          f"was; try a lower learning_rate (now {learning_rate:g}).")
 
@@ -403,9 +464,28 @@ if wandb_log and master_process:
         fail("wandb_log=True but wandb is not installed: `pip install wandb`, or set --wandb_log=False.")
     wandb.init(project=wandb_project, name=wandb_run_name, config=config)
 
+# SIGTERM (a scheduler's preemption) and SIGINT (Ctrl-C) ask the loop to save and stop after the current
+# iteration; a second one stops at once (ckpt.pt, written atomically, stays as it was)
+stop_signal = None
+
+
+def request_stop(signum, frame):
+    global stop_signal
+    if stop_signal is not None:
+        print(f"\n{signal.Signals(signum).name} again: stopping without saving", file=sys.stderr)
+        sys.exit(128 + signum)
+    stop_signal = signum
+    print(f"\n{signal.Signals(signum).name}: saving a checkpoint after this iteration, then stopping "
+          f"(send it again to stop at once)", file=sys.stderr)
+
+
+signal.signal(signal.SIGTERM, request_stop)
+signal.signal(signal.SIGINT, request_stop)
+
 # -----------------------------------------------------------------------------
 # training loop
 start_iter = iter_num
+bad_steps = 0  # non-finite steps in a row
 t_start = time.time()
 eval_time = 0.0  # time spent evaluating, kept out of tokens/s
 log_t0, log_iters = time.time(), 0
@@ -456,22 +536,39 @@ while True:
     if grad_clip != 0.0:
         for opt in optimizers:
             scaler.unscale_(opt)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    for opt in optimizers:
-        scaler.step(opt)
-    scaler.update()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    else:
+        grad_norm = torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
+    # Skip the update if the loss or the gradient is not finite (under float16 a non-finite gradient is the
+    # GradScaler's business: it skips the step and lowers its scale). One small all-reduce makes every
+    # process take the same decision, and carries a stop request (SIGTERM/SIGINT) along.
+    bad = ~torch.isfinite(loss_sum) if scaler.is_enabled() else ~(torch.isfinite(loss_sum) & torch.isfinite(grad_norm))
+    flags = torch.stack([bad.float(), torch.tensor(float(stop_signal is not None), device=device)])
+    if ddp:
+        dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+    bad, stop = flags.tolist()  # a CPU-GPU sync point, once per iteration
+    if bad:
+        bad_steps += 1
+        tqdm.write(f"warning: iter {iter_num}: the loss or gradient is not finite, so this update is skipped "
+                   f"({bad_steps} in a row; max_bad_steps={max_bad_steps})")
+        if bad_steps >= max_bad_steps:
+            diverged(f"the loss or gradient of {bad_steps} steps in a row", "not finite")
+    else:
+        bad_steps = 0
+    if not bad or scaler.is_enabled():
+        for opt in optimizers:
+            scaler.step(opt)
+        scaler.update()
     for opt in optimizers:
         opt.zero_grad(set_to_none=True)
 
     # log the mean loss of this iteration's micro-batches over all processes
     log_iters += 1
-    if iter_num % log_interval == 0:
+    if iter_num % log_interval == 0 and not bad:
         if ddp:
             dist.all_reduce(loss_sum)
             loss_sum /= world_size
-        lossf = loss_sum.item()  # a CPU-GPU sync point, so the timing below is real
-        if not math.isfinite(lossf):
-            diverged("the training loss", lossf)
+        lossf = loss_sum.item()
         dt = (time.time() - log_t0) / log_iters
         mfu = raw_model.estimate_mfu(batch_size * gradient_accumulation_steps, dt, peak_flops)
         tokens_per_s = tokens_per_iter / dt
@@ -482,6 +579,16 @@ while True:
         log_t0, log_iters = time.time(), 0
     iter_num += 1
     pbar.update()
+    if stop:
+        # preemption or Ctrl-C: the state after this iteration is everything a resumed run needs
+        pbar.close()
+        save_checkpoint()
+        if master_process:
+            print(f"stopped by {signal.Signals(stop_signal or signal.SIGTERM).name} at iter {iter_num}; continue with "
+                  f"the same command and --init_from=resume")
+        if ddp:
+            dist.destroy_process_group()
+        sys.exit(128 + (stop_signal or signal.SIGTERM))
 pbar.close()
 
 if master_process:

@@ -1,0 +1,327 @@
+"""Failures cost little: preemption saves and resumes exactly, bad steps are skipped, two DDP processes train as
+one, and every bad input in the README's catalogue stops with one sentence and leaves existing files alone."""
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import REPO, TINY
+from test_train import losses, metrics, one_sentence_error
+
+
+def run_patched(run_script, patch, script, *args):
+    """Run a script of the repo after some Python (patch) has replaced part of torch or of our modules."""
+    code = f"import runpy, sys\n{patch}\nsys.argv = [{script!r}, *sys.argv[1:]]\nrunpy.run_path({script!r}, " \
+           f"run_name='__main__')"
+    return run_script("-c", code, *args)
+
+
+# -----------------------------------------------------------------------------
+# preemption and resume
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_saves_and_resume_is_bit_exact(sig, trained, tiny_data, tmp_path):
+    """SIGTERM or Ctrl-C mid-run: a checkpoint of that iteration, exit 128 + signal, and a resumed run whose
+    losses equal, bit for bit, those of the uninterrupted run (trained's 30 iterations)."""
+    full, _ = trained("nesterov")
+    args = [*TINY, f"--dataset={tiny_data}", f"--out_dir={tmp_path}", "--residual=nesterov", "--eval_interval=15"]
+    p = subprocess.Popen([sys.executable, "train.py", *args, "--max_iters=30"], cwd=REPO, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.time() + 120
+    while time.time() < deadline and p.poll() is None:  # wait for a few iterations to be logged
+        if (tmp_path / "metrics.jsonl").exists() and len(metrics(tmp_path)) >= 4:
+            break
+        time.sleep(0.01)
+    p.send_signal(sig)
+    stdout, stderr = p.communicate(timeout=120)
+    assert p.returncode == 128 + sig, stderr
+    assert "Traceback" not in stderr
+    stopped_at = torch.load(tmp_path / "ckpt.pt", map_location="cpu", weights_only=True)["iter_num"]
+    assert 0 < stopped_at < 30
+    assert f"stopped by {sig.name} at iter {stopped_at}; continue with the same command and --init_from=resume" \
+        in stdout
+    r = subprocess.run([sys.executable, "train.py", *args, "--max_iters=30", "--init_from=resume"], cwd=REPO,
+                       capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr
+    assert losses(tmp_path) == losses(full)
+
+
+def test_keep_last_checkpoints(tiny_data, tmp_path, run_script):
+    r = run_script("train.py", *TINY, f"--dataset={tiny_data}", f"--out_dir={tmp_path}", "--max_iters=20",
+                   "--eval_interval=5", "--keep_checkpoints=2")
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in tmp_path.glob("ckpt*.pt")) == ["ckpt-00000015.pt", "ckpt-00000020.pt", "ckpt.pt"]
+    kept = torch.load(tmp_path / "ckpt-00000015.pt", map_location="cpu", weights_only=True)
+    assert kept["iter_num"] == 15
+    assert (tmp_path / "ckpt-00000020.pt").read_bytes() == (tmp_path / "ckpt.pt").read_bytes()
+
+
+# -----------------------------------------------------------------------------
+# numerical faults
+
+# a training forward whose loss is NaN at the given micro-batch calls (1-based; TINY has 2 per iteration)
+NAN_AT = """
+import model
+_forward = model.GPT.forward
+_calls = [0]
+def forward(self, idx, targets=None, **kw):
+    logits, loss = _forward(self, idx, targets, **kw)
+    if self.training:
+        _calls[0] += 1
+        if {condition}:
+            loss = loss * float('nan')
+    return logits, loss
+model.GPT.forward = forward
+"""
+
+
+def test_a_non_finite_step_is_skipped(tiny_data, tmp_path, run_script):
+    r = run_patched(run_script, NAN_AT.format(condition="_calls[0] == 7"), "train.py", *TINY,
+                    f"--dataset={tiny_data}", f"--out_dir={tmp_path}", "--max_iters=10", "--eval_interval=10")
+    assert r.returncode == 0, r.stderr
+    assert "warning: iter 3: the loss or gradient is not finite, so this update is skipped (1 in a row" in r.stdout
+    rows = metrics(tmp_path)
+    assert [row["iter"] for row in rows if row["val_loss"] is None] == [0, 1, 2, 4, 5, 6, 7, 8, 9]
+    # the NaN gradient never reached the weights: training went on, with finite losses
+    assert rows[-1]["iter"] == 10 and rows[-1]["val_loss"] < rows[0]["val_loss"]
+
+
+def test_bad_steps_in_a_row_stop_the_run(trained, tiny_data, tmp_path, run_script):
+    out, _ = trained("gd")
+    shutil.copytree(out, tmp_path / "run")
+    before = (tmp_path / "run" / "ckpt.pt").read_bytes()
+    r = run_patched(run_script, NAN_AT.format(condition="_calls[0] >= 5"), "train.py", *TINY,
+                    f"--dataset={tiny_data}", f"--out_dir={tmp_path / 'run'}", "--init_from=resume",
+                    "--max_iters=60", "--max_bad_steps=3")
+    one_sentence_error(r, "3 steps in a row", "at iter 34", "diverged", "learning_rate")
+    assert r.stdout.count("update is skipped") == 3
+    assert (tmp_path / "run" / "ckpt.pt").read_bytes() == before
+
+
+# -----------------------------------------------------------------------------
+# DDP on CPU
+
+@pytest.mark.skipif(not (torch.distributed.is_available() and torch.distributed.is_gloo_available()),
+                    reason="torch.distributed with gloo is not available")
+def test_two_ranks_train_like_one_process_with_twice_the_accumulation(tiny_data, tmp_path, run_script):
+    """With the epoch data order, 2 ranks x 1 micro-batch see the same windows per iteration as 1 process x 2."""
+    common = [*TINY, f"--dataset={tiny_data}", "--residual=nesterov", "--data_order=epoch", "--max_iters=8",
+              "--eval_interval=4", "--gradient_accumulation_steps=2"]
+    r = run_script("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py", *common,
+                   f"--out_dir={tmp_path / 'ddp'}")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("saving checkpoint") == 2 and r.stdout.count("step 8:") == 1  # rank 0 alone reports
+    r = run_script("train.py", *common, f"--out_dir={tmp_path / 'one'}")
+    assert r.returncode == 0, r.stderr
+    ddp, one = metrics(tmp_path / "ddp"), metrics(tmp_path / "one")
+    assert [row["iter"] for row in ddp] == [row["iter"] for row in one]
+    for a, b in zip(ddp, one):
+        for key in ("train_loss", "val_loss"):
+            assert (a[key] is None) == (b[key] is None)
+            if a[key] is not None:
+                assert a[key] == pytest.approx(b[key], rel=1e-4), (a, b)
+    assert one[-1]["val_loss"] < one[0]["val_loss"] - 1.0  # it trained
+
+
+# -----------------------------------------------------------------------------
+# the catalogue of bad inputs (README, "When something goes wrong"): each stops with one sentence ("error: ..."),
+# a non-zero exit and no traceback, and leaves an existing out_dir byte for byte as it was
+
+def copy_run(trained, tmp_path, residual="gd"):
+    out, _ = trained(residual)
+    shutil.copytree(out, tmp_path / "run")
+    return tmp_path / "run"
+
+
+def data_dir(tmp_path, tokens, meta=None):
+    d = tmp_path / "data"
+    d.mkdir()
+    for split in ("train", "val"):
+        (d / f"{split}.bin").write_bytes(tokens)
+    if meta:
+        (d / "meta.json").write_text(json.dumps(meta))
+    return d
+
+
+def char_meta(n):
+    return {"vocab_size": n, "tokenizer": "char", "chars": [chr(32 + i) for i in range(n)]}
+
+
+def case_unknown_key(c):
+    return ["train.py", "--n_layers=2"], ["unknown config key 'n_layers'", "did you mean 'n_layer'?"]
+
+
+def case_wrong_type(c):
+    return ["train.py", "--batch_size=big"], ["'batch_size'", "expects int"]
+
+
+def case_config_file_not_found(c):
+    return ["train.py", "config/no_such_config.py"], ["config file 'config/no_such_config.py' does not exist"]
+
+
+def case_unknown_variant(c):
+    return ["train.py", *c.tiny, "--residual=nesterof"], ["residual='nesterof' is not known", "nesterov"]
+
+
+def case_n_embd_not_divisible(c):
+    return ["train.py", *c.tiny, "--n_embd=30", "--n_head=4"], ["n_embd=30 must be divisible by n_head=4"]
+
+
+def case_interval_zero(c):
+    return ["train.py", *c.tiny, "--eval_interval=0"], ["eval_interval=0 must be at least 1"]
+
+
+def case_block_size_larger_than_data(c):
+    d = data_dir(c.tmp_path, torch.arange(20, dtype=torch.int16).numpy().tobytes())
+    return ["train.py", *TINY, f"--dataset={d}", f"--out_dir={c.tmp_path / 'out'}"], ["20 tokens", "block_size+1"]
+
+
+def case_block_size_larger_than_checkpoint(c):
+    run = copy_run(c.trained, c.tmp_path)
+    return ["train.py", *c.tiny, f"--out_dir={run}", "--init_from=resume", "--block_size=64", "--max_iters=40"], \
+        ["block_size=64 is longer than the 32 positions"]
+
+
+def case_missing_data(c):
+    return ["train.py", *TINY, "--dataset=tinystories_no_such_name"], \
+        ["has no", "train.bin", "data/<name>/prepare.py --out-dir DIR"]
+
+
+def case_missing_data_known_dataset(c):
+    return ["train.py", *TINY, f"--dataset={c.tmp_path / 'openwebtext'}"], \
+        ["train.bin", "`python data/openwebtext/prepare.py --sample`"]
+
+
+def case_empty_data_file(c):
+    d = data_dir(c.tmp_path, b"")
+    return ["train.py", *TINY, f"--dataset={d}"], ["holds 0 tokens"]
+
+
+def case_data_not_uint16(c):
+    d = data_dir(c.tmp_path, b"\x01\x02\x03")
+    return ["train.py", *TINY, f"--dataset={d}"], ["odd number of bytes", "not a file of uint16 tokens"]
+
+
+def case_data_from_another_tokenizer(c):
+    d = data_dir(c.tmp_path, (c.tiny_data / "val.bin").read_bytes(), char_meta(65))
+    return ["train.py", *TINY, f"--dataset={d}"], ["the model's vocabulary has 128 entries", "different tokenizers"]
+
+
+def case_no_checkpoint(c):
+    return ["train.py", *c.tiny, f"--out_dir={c.tmp_path}", "--init_from=resume"], ["no checkpoint", "ckpt.pt"]
+
+
+def case_truncated_checkpoint(c):
+    run = copy_run(c.trained, c.tmp_path)
+    data = (run / "ckpt.pt").read_bytes()
+    (run / "ckpt.pt").write_bytes(data[:len(data) // 2])
+    return ["train.py", *c.tiny, f"--out_dir={run}", "--init_from=resume", "--max_iters=40"], \
+        ["could not resume", "damaged"]
+
+
+def case_truncated_checkpoint_sample(c):
+    run = copy_run(c.trained, c.tmp_path)
+    data = (run / "ckpt.pt").read_bytes()
+    (run / "ckpt.pt").write_bytes(data[:len(data) // 2])
+    return ["sample.py", f"--out_dir={run}", "--device=cpu"], ["could not load", "damaged"]
+
+
+def case_resume_as_another_architecture(c):
+    run = copy_run(c.trained, c.tmp_path)
+    return ["train.py", *c.tiny, f"--out_dir={run}", "--init_from=resume", "--residual=nesterov",
+            "--max_iters=40"], ["holds a model with residual='gd'", "asks for residual='nesterov'"]
+
+
+def case_weights_of_another_architecture(c):
+    run = copy_run(c.trained, c.tmp_path)
+    ckpt = torch.load(run / "ckpt.pt", map_location="cpu", weights_only=True)
+    ckpt["model_args"]["residual"] = "nesterov"  # but the weights are gd's
+    torch.save(ckpt, run / "ckpt.pt")
+    return ["sample.py", f"--out_dir={run}", "--device=cpu"], ["do not fit its model_args", "missing"]
+
+
+def case_sample_vocab_mismatch(c):
+    run = copy_run(c.trained, c.tmp_path)
+    d = data_dir(c.tmp_path, b"", char_meta(65))
+    ckpt = torch.load(run / "ckpt.pt", map_location="cpu", weights_only=True)
+    ckpt["config"]["dataset"] = str(d)  # a GPT-2 vocabulary model, a character tokenizer
+    torch.save(ckpt, run / "ckpt.pt")
+    return ["sample.py", f"--out_dir={run}", "--device=cpu"], ["vocabulary of 50304", "has 65", "do not belong"]
+
+
+def case_cuda_without_gpu(c):
+    if torch.cuda.is_available():
+        pytest.skip("needs a machine without CUDA")
+    return ["train.py", "--device=cuda"], ["no CUDA GPU", "--device=cpu"]
+
+
+def case_bf16_unsupported(c):
+    # a GPU without bfloat16 (e.g. a V100), as torch would report it
+    c.patch = "import torch\ntorch.cuda.is_available = lambda: True\n" \
+              "torch.cuda.is_bf16_supported = lambda *a, **k: False\ntorch.cuda.get_device_name = lambda *a: 'V100'"
+    return ["train.py", *c.tiny, "--device=cuda", "--dtype=bfloat16"], ["bfloat16", "V100", "--dtype=float16"]
+
+
+def case_out_dir_not_writable(c):
+    (c.tmp_path / "file").write_text("a file, not a folder")
+    return ["train.py", *c.tiny, f"--out_dir={c.tmp_path / 'file' / 'out'}"], ["cannot write to out_dir", "writable"]
+
+
+def case_disk_full_on_save(c):
+    run = copy_run(c.trained, c.tmp_path)
+    c.patch = "import errno, torch\ndef save(obj, f, *a, **k):\n    f.write(b'part of a checkpoint')\n" \
+              "    raise OSError(errno.ENOSPC, 'No space left on device')\ntorch.save = save"
+    return ["train.py", *c.tiny, f"--out_dir={run}", "--init_from=resume", "--max_iters=32", "--eval_interval=2"], \
+        ["No space left on device", "at iter 32", "still holds the last good one"]
+
+
+def case_nan_loss(c):
+    run = copy_run(c.trained, c.tmp_path)
+    return ["train.py", *c.tiny, f"--out_dir={run}", "--init_from=resume", "--max_iters=60", "--eval_interval=5",
+            "--learning_rate=1e30", "--warmup_iters=0", "--lr_decay_iters=60"], ["diverged", "learning_rate"]
+
+
+CASES = {name.removeprefix("case_"): f for name, f in globals().items() if name.startswith("case_")}
+
+
+class Context:
+    def __init__(self, trained, tiny_data, tmp_path):
+        self.trained, self.tiny_data, self.tmp_path, self.patch = trained, tiny_data, tmp_path, None
+        self.tiny = [*TINY, f"--dataset={tiny_data}"]
+
+
+def snapshot(folder):
+    """Every file's bytes, but metrics.jsonl, which a resumed run may rewrite from its iteration on."""
+    return {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file() and p.name != "metrics.jsonl"}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_input(case, trained, tiny_data, tmp_path, run_script):
+    c = Context(trained, tiny_data, tmp_path)
+    (script, *args), needles = CASES[case](c)
+    before = snapshot(tmp_path)
+    r = run_patched(run_script, c.patch, script, *args) if c.patch else run_script(script, *args)
+    one_sentence_error(r, *needles)
+    after = snapshot(tmp_path)
+    assert {k: v for k, v in after.items() if k in before} == before  # nothing existing changed
+    assert not [k for k in after if k not in before and k.suffix in (".pt", ".tmp")]  # no new checkpoint files
+
+
+def test_debug_shows_the_traceback(trained, tiny_data, tmp_path, run_script):
+    (script, *args), needles = case_truncated_checkpoint(Context(trained, tiny_data, tmp_path))
+    r = run_script(script, *args, "--debug=True")
+    assert r.returncode == 1 and "Traceback" in r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith("error: could not resume")
+
+
+def test_readme_lists_the_catalogue():
+    section = (REPO / "README.md").read_text().split("## When something goes wrong")[1].split("\n## ")[0]
+    listed = set(re.findall(r"^\| `(\w+)` \|", section, flags=re.M))
+    assert listed == set(CASES)
