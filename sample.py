@@ -81,7 +81,7 @@ if init_from == 'resume':
         checkpoint = torch.load(ckpt_path, map_location='cpu', weights_only=True)
         model = GPT.from_checkpoint(checkpoint)  # ours or nanoGPT's
     except Exception as e:
-        fail(f"could not load {ckpt_path} ({type(e).__name__}: {str(e).splitlines()[0].split(". ")[0][:200]}); "
+        fail(f"could not load {ckpt_path} ({type(e).__name__}: {str(e).splitlines()[0].split('. ')[0][:200]}); "
              f"it is damaged or not a train.py/nanoGPT checkpoint.")
     dataset = checkpoint.get('config', {}).get('dataset', '')
 elif init_from.startswith('gpt2'):

@@ -259,7 +259,7 @@ elif init_from == 'resume':
         raw_model = GPT.from_checkpoint(dict(checkpoint, model_args=dict(checkpoint['model_args'], dropout=dropout)))
         iter_num, best_val_loss = checkpoint['iter_num'], checkpoint['best_val_loss']
     except Exception as e:
-        fail(f"could not resume from {ckpt_path} ({type(e).__name__}: {str(e).splitlines()[0].split(". ")[0][:200]}); "
+        fail(f"could not resume from {ckpt_path} ({type(e).__name__}: {str(e).splitlines()[0].split('. ')[0][:200]}); "
              f"it is damaged or was not written by train.py.")
     # model settings given for this run must be the checkpoint's: resuming never changes the architecture
     for f in dataclasses.fields(GPTConfig):
