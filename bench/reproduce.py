@@ -5,7 +5,7 @@ hyperparameters; only the model keys and the seed (the training-batch stream) ch
 
 $ python data/tinystories/prepare.py --sample --tokenizer=char --out-dir data/tinystories_char
 $ python data/openwebtext/prepare.py --sample
-$ python bench/reproduce.py all      # both grids below, one after the other (~70 min on 2 quiet cores)
+$ python bench/reproduce.py all      # both grids below, one after the other (63 min measured on 2 quiet cores)
 $ python bench/reproduce.py char     # char-level TinyStories: 11 variants, 23 runs (config/repro_char.py)
 $ python bench/reproduce.py owt      # GPT-2 BPE OpenWebText sample: gd vs nesterov, 6 runs (config/repro_owt.py)
 $ python bench/reproduce.py quick --dataset=DIR --results=DIR   # a tiny grid, end to end in seconds (the tests)

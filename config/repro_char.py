@@ -4,10 +4,9 @@
 # python bench/reproduce.py char
 # reproduce.py adds out_dir, seed and each variant's model keys; by hand:
 # python train.py config/repro_char.py --out_dir=out-repro-char --residual=nesterov
-# MEASURED (seed 1, one thread each, two runs at once while other work held the load average at ~6-7 on the
-# 2 cores, so wall times are ~2.5x a quiet machine's): gd val 1.2525 in 9.9 min wall / 3.7 min CPU;
-# nesterov 1.2170 in 10.5 min wall / 4.3 min CPU. The 23 runs of the grid are ~28 gd runs of work
-# (verlet/imex cost 1.6-2.2x): ~103 min of CPU, ~52 min with 2 jobs. Per-run times: results/char.md.
+# MEASURED (2026-11-26, 2 quiet cores, 2 runs at once with one thread each): a gd run takes 3.0 min of CPU,
+# nesterov 3.8 min, verlet 4.8, imex k=1 4.5, k=2 6.6; the 23 runs take 84 min of CPU, ~48 min of wall
+# clock with reproduce.py's 2 jobs. Results: results/char.md (README, "Results at CPU scale").
 
 eval_interval = 100
 eval_iters = 20  # 320 fixed windows of 128 chars (41k chars) per split and eval, the same for every run

@@ -4,10 +4,9 @@
 # python bench/reproduce.py owt
 # At this size the 50,304-way softmax and its head take most of a step (d=96..256 all cost 1.0-1.8 s of
 # CPU per 1,024 tokens, under load), so the budget (~20 min for 6 runs on 2 cores) goes to steps, not width.
-# MEASURED (seed 1, one thread, other work holding the load average at ~6 on the 2 cores): gd at 400 steps,
-# lr 2e-3: val 6.806, 11.9 min wall, 5.5 min CPU; lr 6e-3 was worse (7.27 vs 6.93 at step 250). At 300 steps
-# gd 6.940 (4.0 min CPU), nesterov 7.103 (4.5 min CPU). So 6 runs of 350 steps take ~31 min of CPU: ~16 min
-# with reproduce.py's 2 jobs on a quiet machine. Per-run times of the grid: results/owt.md.
+# MEASURED (2026-11-26, 2 quiet cores, 2 runs at once with one thread each): gd 4.3 min, nesterov 4.5 min of CPU
+# per run; the 6 runs take ~15 min of wall clock. Results: results/owt.md (README, "Results at CPU scale").
+# An earlier tuning run (seed 1, under load): lr 6e-3 was worse than 2e-3 (7.27 vs 6.93 at step 250).
 
 eval_interval = 50
 eval_iters = 12  # 96 fixed windows of 128 tokens (12k tokens) per split and eval, the same for every run
