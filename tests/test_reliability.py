@@ -53,6 +53,35 @@ def test_signal_saves_and_resume_is_bit_exact(sig, trained, tiny_data, tmp_path)
     assert losses(tmp_path) == losses(full)
 
 
+@pytest.mark.skipif(not (torch.distributed.is_available() and torch.distributed.is_gloo_available()),
+                    reason="torch.distributed with gloo is not available")
+def test_sigterm_under_torchrun_saves_every_rank_and_resumes_exactly(tiny_data, tmp_path, run_script):
+    """torchrun passes SIGTERM to its workers: they stop at the same iteration, rank 0 saves both ranks' data
+    streams, and a resumed run continues as if never stopped. (torchrun itself then exits 1 with its own traceback.)"""
+    ddp = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py", *TINY,
+           f"--dataset={tiny_data}", "--residual=nesterov", "--max_iters=30", "--eval_interval=15"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([*ddp, f"--out_dir={tmp_path / 'full'}"], cwd=REPO, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    run = tmp_path / "run"
+    p = subprocess.Popen([*ddp, f"--out_dir={run}"], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and p.poll() is None:
+        if (run / "metrics.jsonl").exists() and len(metrics(run)) >= 4:
+            break
+        time.sleep(0.01)
+    p.send_signal(signal.SIGTERM)
+    stdout, stderr = p.communicate(timeout=120)
+    ckpt = torch.load(run / "ckpt.pt", map_location="cpu", weights_only=True)
+    assert 0 < ckpt["iter_num"] < 30 and len(ckpt["rng"]) == 2
+    assert stdout.count(f"stopped by SIGTERM at iter {ckpt['iter_num']}") == 1, stderr
+    r = subprocess.run([*ddp, f"--out_dir={run}", "--init_from=resume"], cwd=REPO, env=env, capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stderr
+    assert losses(run) == losses(tmp_path / "full")
+
+
 def test_keep_last_checkpoints(tiny_data, tmp_path, run_script):
     r = run_script("train.py", *TINY, f"--dataset={tiny_data}", f"--out_dir={tmp_path}", "--max_iters=20",
                    "--eval_interval=5", "--keep_checkpoints=2")
