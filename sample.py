@@ -5,7 +5,6 @@ checkpoint, or OpenAI's GPT-2 weights.
 $ python sample.py --out_dir=out-tinystories-cpu-nesterov --start="Once upon a time" --num_samples=3
 $ python sample.py --init_from=gpt2-xl --start=FILE:prompt.txt
 """
-import json
 import os
 import sys
 import traceback
@@ -15,7 +14,7 @@ import torch
 
 from configurator import apply_config
 from model import GPT
-from tokenizer import get_codec
+from tokenizer import GPT2_VOCAB_SIZE, get_codec, read_meta
 
 REPO = os.path.dirname(os.path.abspath(__file__))
 
@@ -97,10 +96,7 @@ if compile:
 # the prompt's tokens, with the tokenizer of the model's dataset (GPT-2's without a meta.json)
 data_dir = dataset if os.path.isdir(dataset) else os.path.join(REPO, 'data', dataset)
 encode, decode = get_codec(data_dir)
-tokenizer_vocab = 50257
-if os.path.exists(os.path.join(data_dir, 'meta.json')):
-    with open(os.path.join(data_dir, 'meta.json')) as f:
-        tokenizer_vocab = json.load(f)['vocab_size']
+tokenizer_vocab = read_meta(data_dir).get('vocab_size', GPT2_VOCAB_SIZE)
 # the model's vocabulary is the tokenizer's, padded up to a multiple of 64 by train.py
 if not tokenizer_vocab <= model.config.vocab_size < tokenizer_vocab + 64:
     fail(f"the model has a vocabulary of {model.config.vocab_size} tokens but its tokenizer "

@@ -59,18 +59,26 @@ def char_codec(chars):
     return encode, decode
 
 
+GPT2_VOCAB_SIZE = 50257
+
+
+def read_meta(data_dir):
+    """The dataset's meta.json (tokenizer, vocab_size, chars, ...), or {} when it has none: GPT-2 BPE, as nanoGPT."""
+    meta_path = os.path.join(data_dir, "meta.json")
+    if not os.path.exists(meta_path):
+        return {}
+    with open(meta_path) as f:
+        return json.load(f)
+
+
 def get_codec(data_dir):
     """encode, decode for the dataset in data_dir, by its meta.json; GPT-2 BPE without one (as nanoGPT)."""
-    meta_path = os.path.join(data_dir, "meta.json")
-    meta = {}
-    if os.path.exists(meta_path):
-        with open(meta_path) as f:
-            meta = json.load(f)
+    meta = read_meta(data_dir)
     tokenizer = meta.get("tokenizer", "gpt2")
     if tokenizer == "char":
         return char_codec(meta["chars"])
     if tokenizer != "gpt2":
-        raise ValueError(f"{meta_path}: unknown tokenizer {tokenizer!r} (known: gpt2, char)")
+        raise ValueError(f"{os.path.join(data_dir, 'meta.json')}: unknown tokenizer {tokenizer!r} (known: gpt2, char)")
     enc = get_gpt2_encoding()
 
     def encode(text):

@@ -30,6 +30,7 @@ from tqdm import tqdm
 from configurator import apply_config
 from data_order import EpochOrder
 from model import GPT, GPTConfig
+from tokenizer import read_meta
 
 REPO = os.path.dirname(os.path.abspath(__file__))
 # Evaluation uses one fixed set of windows drawn from this seed, independent of `seed`, so every
@@ -228,13 +229,9 @@ for split in ('train', 'val'):
     eval_windows[split] = offsets[rank::world_size].tolist()
 
 # vocab_size None: the dataset's, padded up to a multiple of 64 for efficiency (50257 -> 50304)
-meta_path = os.path.join(data_dir, 'meta.json')
-meta_vocab_size = None
-if os.path.exists(meta_path):
-    with open(meta_path) as f:
-        meta_vocab_size = json.load(f)['vocab_size']
-    if master_process:
-        print(f"found vocab_size = {meta_vocab_size} (inside {meta_path})")
+meta_vocab_size = read_meta(data_dir).get('vocab_size')
+if meta_vocab_size and master_process:
+    print(f"found vocab_size = {meta_vocab_size} (inside {os.path.join(data_dir, 'meta.json')})")
 
 # -----------------------------------------------------------------------------
 # model and optimizer
@@ -617,7 +614,6 @@ if master_process:
     if eval_downstream:
         from eval import EvalError, run_downstream
         best, best_iter = raw_model, iter_num
-        ckpt_path = os.path.join(out_dir, 'ckpt.pt')
         if os.path.exists(ckpt_path):  # the paper scores the best-val checkpoint
             checkpoint = torch.load(ckpt_path, map_location=device, weights_only=True)
             best, best_iter = GPT.from_checkpoint(checkpoint).to(device), checkpoint['iter_num']
