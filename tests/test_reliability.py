@@ -26,58 +26,63 @@ def run_patched(run_script, patch, script, *args):
 # -----------------------------------------------------------------------------
 # preemption and resume
 
+def interrupt(args, out_dir, sig, rank=None):
+    """Start python with args as run_script does, send it sig once it has logged a few iterations to out_dir,
+    and return (status, stdout, stderr). With rank, args start torchrun and only that rank's worker gets sig."""
+    p = subprocess.Popen([sys.executable, *args], cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and p.poll() is None:
+        if (out_dir / "metrics.jsonl").exists() and len(metrics(out_dir)) >= 4:
+            break
+        time.sleep(0.01)
+    os.kill(p.pid if rank is None else worker_pid(p.pid, rank), sig)
+    stdout, stderr = p.communicate(timeout=120)
+    return p.returncode, stdout, stderr
+
+
+def worker_pid(agent_pid, rank):
+    """The pid of torchrun's worker process of this rank (Linux /proc)."""
+    for child in open(f"/proc/{agent_pid}/task/{agent_pid}/children").read().split():
+        with open(f"/proc/{child}/environ", "rb") as f:
+            if f"RANK={rank}".encode() in f.read().split(b"\0"):
+                return int(child)
+    raise LookupError(f"torchrun (pid {agent_pid}) has no worker of rank {rank}")
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_signal_saves_and_resume_is_bit_exact(sig, trained, tiny_data, tmp_path):
+def test_signal_saves_and_resume_is_bit_exact(sig, trained, tiny_data, tmp_path, run_script):
     """SIGTERM or Ctrl-C mid-run: a checkpoint of that iteration, exit 128 + signal, and a resumed run whose
     losses equal, bit for bit, those of the uninterrupted run (trained's 30 iterations)."""
     full, _ = trained("nesterov")
     args = [*TINY, f"--dataset={tiny_data}", f"--out_dir={tmp_path}", "--residual=nesterov", "--eval_interval=15"]
-    p = subprocess.Popen([sys.executable, "train.py", *args, "--max_iters=30"], cwd=REPO, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    deadline = time.time() + 120
-    while time.time() < deadline and p.poll() is None:  # wait for a few iterations to be logged
-        if (tmp_path / "metrics.jsonl").exists() and len(metrics(tmp_path)) >= 4:
-            break
-        time.sleep(0.01)
-    p.send_signal(sig)
-    stdout, stderr = p.communicate(timeout=120)
-    assert p.returncode == 128 + sig, stderr
+    status, stdout, stderr = interrupt(["train.py", *args, "--max_iters=30"], tmp_path, sig)
+    assert status == 128 + sig, stderr
     assert "Traceback" not in stderr
     stopped_at = torch.load(tmp_path / "ckpt.pt", map_location="cpu", weights_only=True)["iter_num"]
     assert 0 < stopped_at < 30
     assert f"stopped by {sig.name} at iter {stopped_at}; continue with the same command and --init_from=resume" \
         in stdout
-    r = subprocess.run([sys.executable, "train.py", *args, "--max_iters=30", "--init_from=resume"], cwd=REPO,
-                       capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    r = run_script("train.py", *args, "--max_iters=30", "--init_from=resume")
     assert r.returncode == 0, r.stderr
     assert losses(tmp_path) == losses(full)
 
 
 @pytest.mark.skipif(not (torch.distributed.is_available() and torch.distributed.is_gloo_available()),
                     reason="torch.distributed with gloo is not available")
-def test_sigterm_under_torchrun_saves_every_rank_and_resumes_exactly(tiny_data, tmp_path, run_script):
-    """torchrun passes SIGTERM to its workers: they stop at the same iteration, rank 0 saves both ranks' data
-    streams, and a resumed run continues as if never stopped. (torchrun itself then exits 1 with its own traceback.)"""
-    ddp = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py", *TINY,
+def test_sigterm_to_one_rank_stops_all_and_resumes_exactly(tiny_data, tmp_path, run_script):
+    """SIGTERM to rank 1 alone (torchrun, when signalled, passes it to every worker): the ranks agree to stop at
+    the same iteration, rank 0 saves both ranks' data streams, and a resumed run continues as if never stopped."""
+    ddp = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py", *TINY,
            f"--dataset={tiny_data}", "--residual=nesterov", "--max_iters=30", "--eval_interval=15"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    r = subprocess.run([*ddp, f"--out_dir={tmp_path / 'full'}"], cwd=REPO, env=env, capture_output=True, text=True)
+    r = run_script(*ddp, f"--out_dir={tmp_path / 'full'}")
     assert r.returncode == 0, r.stderr
     run = tmp_path / "run"
-    p = subprocess.Popen([*ddp, f"--out_dir={run}"], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while time.time() < deadline and p.poll() is None:
-        if (run / "metrics.jsonl").exists() and len(metrics(run)) >= 4:
-            break
-        time.sleep(0.01)
-    p.send_signal(signal.SIGTERM)
-    stdout, stderr = p.communicate(timeout=120)
+    _, stdout, stderr = interrupt([*ddp, f"--out_dir={run}"], run, signal.SIGTERM, rank=1)
     ckpt = torch.load(run / "ckpt.pt", map_location="cpu", weights_only=True)
     assert 0 < ckpt["iter_num"] < 30 and len(ckpt["rng"]) == 2
     assert stdout.count(f"stopped by SIGTERM at iter {ckpt['iter_num']}") == 1, stderr
-    r = subprocess.run([*ddp, f"--out_dir={run}", "--init_from=resume"], cwd=REPO, env=env, capture_output=True,
-                       text=True)
+    r = run_script(*ddp, f"--out_dir={run}", "--init_from=resume")
     assert r.returncode == 0, r.stderr
     assert losses(run) == losses(tmp_path / "full")
 
