@@ -49,7 +49,7 @@ SPLITTINGS = {
     # fixed-point corrections that re-evaluate the MLP at the new point; 2 + imex_iters calls per layer
     "imex": {"imex": {"attn": 1.0, "mlp": 1.0}},
 }
-V0S = ("embed", "zero")
+V0S = ("embed", "wte", "zero")
 
 
 class ChunkedHeadLoss(torch.autograd.Function):
@@ -165,7 +165,9 @@ class GPTConfig:
     splitting: str = "lie_trotter"  # "lie_trotter" | "euler" | "verlet" | "imex" (see SPLITTINGS)
     imex_iters: int = 1  # fixed-point corrections of splitting="imex" (the paper's k = 1, 2)
     velocity_norm: bool = True  # LN_v after every velocity update; without it the stream diverges (IC, MS)
-    v0: str = "embed"  # "embed": V_0 from its own token + position tables; "zero": V_0 = 0
+    v0: str = "embed"  # "embed": V_0 from its own token + position tables; "wte": the tied token table + its own
+    # position table; "zero": V_0 = 0
+    velocity_gain_init: float = 1.0  # LN_v's gain at init, i.e. the velocity's RMS after a normalised update
     # Initial mu, beta, gamma (the values, not the raw parameters). The paper leaves them open; the
     # reproduction that matched it within 0.002 nats (IC) used raw parameters 0, i.e. these values.
     mu_init: float = 0.5
@@ -219,6 +221,8 @@ class Block(nn.Module):
                 setattr(self, self.gamma_name(step, oracle), nn.Parameter(torch.tensor(raw)))
         if config.velocity_norm:
             self.ln_v = nn.ModuleDict({step: LayerNorm(config.n_embd, bias=config.bias) for step in self.substeps})
+            for ln in self.ln_v.values():
+                nn.init.constant_(ln.weight, config.velocity_gain_init)
 
     def gamma_name(self, step, oracle):
         # one gamma per oracle call: "attn_gamma" when a substep calls one oracle, "euler_mlp_gamma" when it calls two
@@ -281,6 +285,7 @@ class GPT(nn.Module):
         if config.residual != "gd" and config.v0 == "embed":
             # V_0's own tables (paper, App. A.1): about 40M extra parameters at 124M scale, ~0 FLOPs
             self.transformer.vte = nn.Embedding(config.vocab_size, config.n_embd)
+        if config.residual != "gd" and config.v0 in ("embed", "wte"):
             self.transformer.vpe = nn.Embedding(config.block_size, config.n_embd)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         self.transformer.wte.weight = self.lm_head.weight  # tied unembedding
@@ -327,8 +332,11 @@ class GPT(nn.Module):
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
         v = None  # gd has no velocity stream
         if self.config.residual != "gd":
-            v = (self.transformer.drop(self.transformer.vte(idx) + self.transformer.vpe(pos))
-                 if self.config.v0 == "embed" else torch.zeros_like(x))
+            if self.config.v0 == "zero":
+                v = torch.zeros_like(x)
+            else:
+                table = self.transformer.vte if self.config.v0 == "embed" else self.transformer.wte
+                v = self.transformer.drop(table(idx) + self.transformer.vpe(pos))
         for i, block in enumerate(self.transformer.h):
             x, v = block(x, v, None if kv_cache is None else kv_cache.layers[i])
         if kv_cache is not None:
