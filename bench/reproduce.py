@@ -8,6 +8,8 @@ $ python data/openwebtext/prepare.py --sample
 $ python bench/reproduce.py all      # both grids below, one after the other (63 min measured on 2 quiet cores)
 $ python bench/reproduce.py char     # char-level TinyStories: 11 variants, 23 runs (config/repro_char.py)
 $ python bench/reproduce.py owt      # GPT-2 BPE OpenWebText sample: gd vs nesterov, 6 runs (config/repro_owt.py)
+$ python bench/reproduce.py ts       # GPT-2 BPE TinyStories sample, the owt grid's settings (config/repro_ts.py)
+$ python bench/reproduce.py owt --variants=nesterov-lt-gain   # only these variants (and the baseline) run now
 $ python bench/reproduce.py quick --dataset=DIR --results=DIR   # a tiny grid, end to end in seconds (the tests)
 
 For each grid it writes results/<grid>.json (every run: curve, losses, timings), results/<grid>.md
@@ -41,6 +43,13 @@ from model import GPT, GPTConfig  # noqa: E402
 SEEDS = (1, 2, 3)
 GD = {"residual": "gd", "splitting": "lie_trotter"}
 NESTEROV = {"residual": "nesterov", "splitting": "lie_trotter"}
+# candidate fixes of YuriiFormer's early lag (GPTConfig options the paper leaves open), in every grid: the
+# velocity at X's scale (LN_v's gain starting at X_0's RMS, 0.02 * sqrt(2)), V_0 from the tied token table, both
+EARLY = [
+    ("nesterov-lt-gain", {**NESTEROV, "velocity_gain_init": 0.03}),
+    ("nesterov-lt-v0wte", {**NESTEROV, "v0": "wte"}),
+    ("nesterov-lt-v0wte-gain", {**NESTEROV, "v0": "wte", "velocity_gain_init": 0.03}),
+]
 # grid -> (config file, how to prepare its dataset, [(variant, model keys, seeds)]); the first variant is
 # the baseline the others are compared with
 GRIDS = {
@@ -59,10 +68,17 @@ GRIDS = {
                  ("nesterov-imex2", {"residual": "nesterov", "splitting": "imex", "imex_iters": 2}, SEEDS[:1]),
                  ("nesterov-imex1-noLNv", {"residual": "nesterov", "splitting": "imex", "imex_iters": 1,
                                            "velocity_norm": False}, SEEDS[:1]),
+                 *((name, model, SEEDS) for name, model in EARLY),
              ]),
     "owt": ("config/repro_owt.py", "python data/openwebtext/prepare.py --sample", [
         ("gd-lt", GD, SEEDS),
         ("nesterov-lt", NESTEROV, SEEDS),
+        *((name, model, SEEDS) for name, model in EARLY),
+    ]),
+    "ts": ("config/repro_ts.py", "python data/tinystories/prepare.py --sample", [
+        ("gd-lt", GD, SEEDS),
+        ("nesterov-lt", NESTEROV, SEEDS),
+        *((name, model, SEEDS) for name, model in EARLY),
     ]),
     "quick": ("config/repro_quick.py",
               "python data/tinystories/prepare.py --sample --tokenizer=char --out-dir data/tinystories_char", [
@@ -320,7 +336,7 @@ def plot(grid, runs, rows, path):
 
 # -----------------------------------------------------------------------------
 
-def run_grid(grid, dataset, results, jobs):
+def run_grid(grid, dataset, results, jobs, only_variants=None, only_seeds=None):
     config, prepare_hint, variants = GRIDS[grid]
     # the config file's settings: they go into each run.json, so editing the file makes its runs stale
     settings = {k: v for k, v in runpy.run_path(os.path.join(REPO, config)).items() if not k.startswith("_")}
@@ -351,7 +367,10 @@ def run_grid(grid, dataset, results, jobs):
             if (record["args"], record["config"]) == (job["args"], settings):  # else it is stale and is redone
                 runs[job["out_dir"]] = record
                 continue
-        todo.append(job)
+        # a filtered call runs only what it names (the baseline always); the tables show every finished run
+        if (not only_variants or job["variant"] in only_variants or job["variant"] == variants[0][0]) \
+                and (not only_seeds or job["seed"] in only_seeds):
+            todo.append(job)
 
     threads = max(1, (os.cpu_count() or 1) // jobs)
     failed = []
@@ -406,7 +425,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip(),
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="\n\n".join(__doc__.split("\n\n")[1:]))
-    parser.add_argument("grid", choices=[*GRIDS, "all"], help="all: char then owt")
+    parser.add_argument("grid", choices=[*GRIDS, "all"], help="all: char, owt, then ts")
+    parser.add_argument("--variants", help="comma-separated variant names: run only these (and the baseline) now")
+    parser.add_argument("--seeds", help="comma-separated seeds: run only these now")
     parser.add_argument("--dataset", help="dataset folder instead of the grid config's")
     parser.add_argument("--results", default=os.path.join(REPO, "results"), help="output folder (default: %(default)s)")
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
@@ -416,8 +437,13 @@ def main():
         parser.error("--jobs must be at least 1")
     if args.dataset and args.grid == "all":
         parser.error("--dataset needs a single grid: the char and owt grids train on different datasets")
-    grids = ["char", "owt"] if args.grid == "all" else [args.grid]
-    ok = [run_grid(g, args.dataset, args.results, args.jobs) for g in grids]
+    grids = ["char", "owt", "ts"] if args.grid == "all" else [args.grid]
+    only_variants = set(args.variants.split(",")) if args.variants else None
+    unknown = only_variants - {name for g in grids for name, _, _ in GRIDS[g][2]} if only_variants else None
+    if unknown:
+        parser.error(f"--variants: no variant {', '.join(sorted(unknown))} in {', '.join(grids)}")
+    only_seeds = {int(s) for s in args.seeds.split(",")} if args.seeds else None
+    ok = [run_grid(g, args.dataset, args.results, args.jobs, only_variants, only_seeds) for g in grids]
     sys.exit(0 if all(ok) else 1)
 
 
