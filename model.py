@@ -196,6 +196,91 @@ def _inverse_softplus(y):
     return math.log(math.expm1(y))
 
 
+def _dot(a, b):
+    """<a, b> over all elements, in one pass and without an a * b temporary when the dtypes agree."""
+    return torch.dot(a.reshape(-1), b.reshape(-1)) if a.dtype == b.dtype else (a * b.to(a.dtype)).sum()
+
+
+class Lookahead(torch.autograd.Function):
+    """Xin = X + mu V in one pass. Autograd would keep mu * V and make three passes backward; here
+    dV = mu dXin and dmu = <dXin, V> are one pass each (checked against autograd in float64)."""
+
+    @staticmethod
+    def forward(ctx, x, mu, v):
+        ctx.save_for_backward(mu, v)
+        return torch.addcmul(x, mu, v)
+
+    @staticmethod
+    def backward(ctx, grad):
+        mu, v = ctx.saved_tensors
+        return grad, _dot(grad, v), grad * mu
+
+
+class Momentum(torch.autograd.Function):
+    """U = beta V + sum_o gamma_o F_o, written into one buffer. Backward: dV = beta dU, dF_o = gamma_o dU,
+    and the scalars' gradients as dot products dbeta = <dU, V>, dgamma_o = <dU, F_o>: one pass each, where
+    autograd makes a product and a sum per scalar and a temporary per term."""
+
+    @staticmethod
+    def forward(ctx, v, beta, *gammas_and_forces):
+        u = v * beta
+        for gamma, force in zip(gammas_and_forces[::2], gammas_and_forces[1::2]):
+            u.addcmul_(gamma, force)
+        ctx.save_for_backward(v, beta, *gammas_and_forces)
+        return u
+
+    @staticmethod
+    def backward(ctx, grad):
+        v, beta, *gammas_and_forces = ctx.saved_tensors
+        grads = [grad * beta, _dot(grad, v)]
+        for gamma, force in zip(gammas_and_forces[::2], gammas_and_forces[1::2]):
+            grads += [_dot(grad, force), grad * gamma]
+        return tuple(grads)
+
+
+class Substep(nn.Module):
+    """How one substep turns its oracle forces F_o into the next X (and V), and its learned scalars.
+    gd:       X+ = X + sum_o share_o F_o                             (no parameters: nanoGPT's names stay)
+    momentum: V+ = LN_v(beta V + sum_o gamma_o F_o);  X+ = X + V+
+    with mu = sigmoid(a) (nesterov's lookahead; the caller forms Xin = X + mu V), beta = sigmoid(b) and one
+    gamma_o = softplus(c_o) per oracle the substep calls."""
+
+    def __init__(self, config, shares):
+        super().__init__()
+        self.shares = shares  # {oracle: share of the step}: gd's coefficients, the start of momentum's gammas
+        self.momentum = config.residual != "gd"
+        if not self.momentum:
+            return
+        self.mu = nn.Parameter(torch.tensor(_logit(config.mu_init))) if config.residual == "nesterov" else None
+        self.beta = nn.Parameter(torch.tensor(_logit(config.beta_init)))
+        self.gamma = nn.ParameterDict({o: nn.Parameter(torch.tensor(_inverse_softplus(share * config.gamma_init)))
+                                       for o, share in shares.items()})
+        self.ln_v = LayerNorm(config.n_embd, bias=config.bias) if config.velocity_norm else None
+        if self.ln_v is not None:
+            nn.init.constant_(self.ln_v.weight, config.velocity_gain_init)
+
+    def scalar_parameters(self):
+        """The raw a, b, c: their own optimizer group (no weight decay, a larger learning rate)."""
+        return [p for p in (self.mu, self.beta, *self.gamma.values()) if p is not None] if self.momentum else []
+
+    def scalars(self):
+        """(mu, beta, {oracle: gamma}) as values, once per forward; mu is None without lookahead. gd: the shares."""
+        if not self.momentum:
+            return None, None, self.shares
+        mu = torch.sigmoid(self.mu) if self.mu is not None else None
+        return mu, torch.sigmoid(self.beta), {o: F.softplus(c) for o, c in self.gamma.items()}
+
+    def forward(self, x, v, force, beta, gamma):
+        if not self.momentum:
+            for o, share in gamma.items():
+                x = torch.add(x, force[o], alpha=share)  # alpha=1.0 adds exactly, as nanoGPT's x + F
+            return x, None
+        v = Momentum.apply(v, beta, *(t for o in force for t in (gamma[o], force[o])))
+        if self.ln_v is not None:
+            v = self.ln_v(v)
+        return x + v, v
+
+
 class Block(nn.Module):
     """One layer: one step of the configured optimiser, calling attention and MLP as the splitting says."""
 
@@ -205,66 +290,29 @@ class Block(nn.Module):
         self.attn = CausalSelfAttention(config)
         self.ln_2 = LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = MLP(config)
-        self.residual = config.residual
-        self.substeps = SPLITTINGS[config.splitting]
+        self.substeps = nn.ModuleDict({step: Substep(config, shares)
+                                       for step, shares in SPLITTINGS[config.splitting].items()})
         self.corrections = config.imex_iters if config.splitting == "imex" else 0
-        self.ln_v = None
-        if self.residual == "gd":
-            return
-        # raw scalars: mu = sigmoid(<substep>_mu), beta = sigmoid(<substep>_beta), gamma = softplus(<call>_gamma)
-        for step, calls in self.substeps.items():
-            if self.residual == "nesterov":
-                setattr(self, f"{step}_mu", nn.Parameter(torch.tensor(_logit(config.mu_init))))
-            setattr(self, f"{step}_beta", nn.Parameter(torch.tensor(_logit(config.beta_init))))
-            for oracle, share in calls.items():
-                raw = _inverse_softplus(share * config.gamma_init)
-                setattr(self, self.gamma_name(step, oracle), nn.Parameter(torch.tensor(raw)))
-        if config.velocity_norm:
-            self.ln_v = nn.ModuleDict({step: LayerNorm(config.n_embd, bias=config.bias) for step in self.substeps})
-            for ln in self.ln_v.values():
-                nn.init.constant_(ln.weight, config.velocity_gain_init)
-
-    def gamma_name(self, step, oracle):
-        # one gamma per oracle call: "attn_gamma" when a substep calls one oracle, "euler_mlp_gamma" when it calls two
-        return f"{step}_gamma" if len(self.substeps[step]) == 1 else f"{step}_{oracle}_gamma"
 
     def oracle(self, name, x, cache=None):
         return self.attn(self.ln_1(x), cache) if name == "attn" else self.mlp(self.ln_2(x))
 
-    def scalars(self, step):
-        """(mu, beta, {oracle: gamma}) of one substep; mu is 0 without lookahead."""
-        mu = torch.sigmoid(getattr(self, f"{step}_mu")) if self.residual == "nesterov" else 0.0
-        beta = torch.sigmoid(getattr(self, f"{step}_beta"))
-        gammas = {o: F.softplus(getattr(self, self.gamma_name(step, o))) for o in self.substeps[step]}
-        return mu, beta, gammas
-
     def forward(self, x, v, kv_cache=None):
-        for step, calls in self.substeps.items():
+        for step, substep in self.substeps.items():
             cache = None if kv_cache is None else kv_cache.setdefault(step, {})  # one per attention call
-            if self.residual == "gd":
-                force = {o: share * self.oracle(o, x, cache) for o, share in calls.items()}
-                x_next = x + sum(force.values())                                          # X+ = X + Oracle(LN(X))
-                for _ in range(self.corrections):                                         # IMEX: X+ = X + A(X) + M(X+)
-                    force["mlp"] = self.oracle("mlp", x_next)
-                    x_next = x + sum(force.values())
-                x = x_next
-                continue
-            mu, beta, gamma = self.scalars(step)
-            lookahead = x + mu * v if self.residual == "nesterov" else x                  # Xin = X + mu V (polyak: mu = 0)
-            force = {o: gamma[o] * self.oracle(o, lookahead, cache) for o in calls}
-            v_next = self.velocity(step, beta * v + sum(force.values()))                  # V+ = LN_v(beta V + gamma Oracle(LN(Xin)))
-            for _ in range(self.corrections):                                             # IMEX: the MLP force at X+ = X + V+
-                force["mlp"] = gamma["mlp"] * self.oracle("mlp", x + v_next)
-                v_next = self.velocity(step, beta * v + sum(force.values()))
-            x, v = x + v_next, v_next                                                     # X = X + V
+            mu, beta, gamma = substep.scalars()
+            lookahead = x if mu is None else Lookahead.apply(x, mu, v)              # Xin = X + mu V (gd, polyak: X)
+            force = {o: self.oracle(o, lookahead, cache) for o in substep.shares}   # F = Oracle(LN(Xin))
+            x_next, v_next = substep(x, v, force, beta, gamma)                      # V+ = LN_v(beta V + gamma F); X+ = X + V+
+            for _ in range(self.corrections):                                       # IMEX: the MLP force again, at X+
+                force["mlp"] = self.oracle("mlp", x_next)
+                x_next, v_next = substep(x, v, force, beta, gamma)
+            x, v = x_next, v_next
         return x, v
-
-    def velocity(self, step, v):
-        return self.ln_v[step](v) if self.ln_v is not None else v
 
     @property
     def oracle_calls(self):
-        return sum(len(calls) for calls in self.substeps.values()) + self.corrections
+        return sum(len(s.shares) for s in self.substeps.values()) + self.corrections
 
 
 class GPT(nn.Module):
@@ -356,18 +404,19 @@ class GPT(nn.Module):
         return logits, loss
 
     def momentum_scalars(self):
-        """The learned mu, beta, gamma of every layer as floats, e.g. {"layer0.attn.mu": 0.5}; empty for gd."""
+        """The learned mu, beta, gamma of every layer as floats, e.g. {"layer0.attn.mu": 0.5,
+        "layer0.euler.mlp.gamma": 0.69}; empty for gd."""
         out = {}
         for i, block in enumerate(self.transformer.h):
-            if block.residual == "gd":
-                continue
-            for step in block.substeps:
-                mu, beta, gammas = block.scalars(step)
-                if block.residual == "nesterov":
+            for step, substep in block.substeps.items():
+                if not substep.momentum:
+                    continue
+                mu, beta, gammas = substep.scalars()
+                if mu is not None:
                     out[f"layer{i}.{step}.mu"] = mu.item()
                 out[f"layer{i}.{step}.beta"] = beta.item()
                 for oracle, gamma in gammas.items():
-                    out[f"layer{i}.{block.gamma_name(step, oracle).replace('_', '.')}"] = gamma.item()
+                    out[f"layer{i}.{step}{'.' + oracle if len(gammas) > 1 else ''}.gamma"] = gamma.item()
         return out
 
     def crop_block_size(self, block_size):
@@ -420,6 +469,7 @@ class GPT(nn.Module):
         state_dict = {k.removeprefix('_orig_mod.').removeprefix('module.'): v for k, v in checkpoint['model'].items()}
         # nanoGPT's causal-mask buffer (torch without flash attention) is not a weight
         state_dict = {k: v for k, v in state_dict.items() if not re.fullmatch(r'transformer\.h\.\d+\.attn\.bias', k)}
+        state_dict = {cls._current_name(k, model.config): v for k, v in state_dict.items()}
         expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
         found = {k: tuple(v.shape) for k, v in state_dict.items()}
         if found != expected:  # say what differs, not load_state_dict's page of key names
@@ -429,6 +479,20 @@ class GPT(nn.Module):
                              f"{next(iter(sorted(set(expected) ^ set(found)) + differ))})")
         model.load_state_dict(state_dict)
         return model
+
+    @staticmethod
+    def _current_name(key, config):
+        """A weight's name in this version. Before substeps were modules (checkpoints until 2026-11-29), the
+        scalars were attributes of the block (h.0.attn_mu, h.0.euler_mlp_gamma) and LN_v a dict (h.0.ln_v.attn.weight)."""
+        old = re.fullmatch(r'(transformer\.h\.\d+\.)(?:ln_v\.(\w+)\.(weight|bias)|(\w+?)_(?:(attn|mlp)_)?(mu|beta|gamma))', key)
+        if not old:
+            return key
+        layer, ln_step, ln_weight, step, oracle, scalar = old.groups()
+        if ln_step:
+            return f"{layer}substeps.{ln_step}.ln_v.{ln_weight}"
+        if scalar == "gamma":  # one gamma per oracle call; a substep that calls one oracle named it <step>_gamma
+            return f"{layer}substeps.{step}.gamma.{oracle or next(iter(SPLITTINGS[config.splitting][step]))}"
+        return f"{layer}substeps.{step}.{scalar}"
 
     def configure_optimizers(self, weight_decay, learning_rate, betas, device_type, scalar_lr_scale=5.0,
                              optimizer="adamw", muon_lr=0.02):
@@ -445,9 +509,10 @@ class GPT(nn.Module):
         if optimizer == "muon":
             muon = {n: p for n, p in params.items() if n.startswith("transformer.h.") and p.dim() == 2}
             params = {n: p for n, p in params.items() if n not in muon}
-        scalar = [p for n, p in params.items() if n.endswith(("_mu", "_beta", "_gamma"))]
+        scalar_ids = {id(p) for m in self.modules() if isinstance(m, Substep) for p in m.scalar_parameters()}
+        scalar = [p for p in params.values() if id(p) in scalar_ids]
         decay = [p for p in params.values() if p.dim() >= 2]
-        no_decay = [p for n, p in params.items() if p.dim() < 2 and not n.endswith(("_mu", "_beta", "_gamma"))]
+        no_decay = [p for p in params.values() if p.dim() < 2 and id(p) not in scalar_ids]
         optim_groups = [
             {'params': decay, 'weight_decay': weight_decay, 'lr_scale': 1.0},
             {'params': no_decay, 'weight_decay': 0.0, 'lr_scale': 1.0},
@@ -476,7 +541,7 @@ class GPT(nn.Module):
         cfg = self.config
         L, H, Q, T = cfg.n_layer, cfg.n_head, cfg.n_embd // cfg.n_head, cfg.block_size
         block = self.transformer.h[0]
-        calls = [o for c in block.substeps.values() for o in c] + ["mlp"] * block.corrections
+        calls = [o for s in block.substeps.values() for o in s.shares] + ["mlp"] * block.corrections
         extra_weights = sum(p.numel() for o in calls for p in getattr(block, o).parameters()) \
             - sum(p.numel() for p in [*block.attn.parameters(), *block.mlp.parameters()])
         return 6 * (self.get_num_params() + L * extra_weights) + 12 * L * H * Q * T * calls.count("attn")

@@ -1,5 +1,6 @@
 """The update rules of model.py, checked against their equations, and the variants against each other."""
 import math
+import re
 
 import pytest
 import torch
@@ -21,10 +22,11 @@ def all_logits(model, idx):
     return model(idx, idx)[0]  # with targets the model returns logits at every position
 
 
-def set_raw(model, suffix, value):
+def set_raw(model, scalar, value):
+    """Set every substep's raw mu, beta or gamma parameters to value."""
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if name.endswith(suffix):
+            if re.search(rf"\.substeps\.\w+\.{scalar}\b", name):
                 p.fill_(value)
 
 
@@ -66,10 +68,10 @@ def test_nesterov_with_mu_zero_equals_polyak(splitting):
     polyak = make("polyak", splitting, seed=1)
     nesterov = make("nesterov", splitting, seed=2)
     missing, unexpected = nesterov.load_state_dict(polyak.state_dict(), strict=False)
-    assert all(k.endswith("_mu") for k in missing) and missing and not unexpected
+    assert all(k.endswith(".mu") for k in missing) and missing and not unexpected
     idx = torch.randint(0, 64, (2, 16))
     assert not torch.allclose(all_logits(nesterov, idx), all_logits(polyak, idx))  # lookahead matters at mu = 0.5
-    set_raw(nesterov, "_mu", float("-inf"))  # mu = sigmoid(-inf) = 0
+    set_raw(nesterov, "mu", float("-inf"))  # mu = sigmoid(-inf) = 0
     torch.testing.assert_close(all_logits(nesterov, idx), all_logits(polyak, idx), rtol=0, atol=0)
 
 
@@ -78,13 +80,14 @@ def test_polyak_without_memory_or_lnv_equals_gd(splitting):
     gd = make("gd", splitting, seed=1)
     polyak = make("polyak", splitting, seed=2, velocity_norm=False)
     missing, unexpected = polyak.load_state_dict(gd.state_dict(), strict=False)
-    assert not unexpected and all(k.endswith(("_beta", "_gamma", "vte.weight", "vpe.weight")) for k in missing)
-    set_raw(polyak, "_beta", float("-inf"))  # beta = 0: V_0 and past velocity are forgotten
-    with torch.no_grad():                     # gamma = the share gd gives each call (1, or 1/2 for Strang's halves)
+    assert not unexpected and missing and all(re.search(r"\.(beta|gamma\.\w+)$|^transformer\.v[tp]e\.weight$", k)
+                                              for k in missing)
+    set_raw(polyak, "beta", float("-inf"))  # beta = 0: V_0 and past velocity are forgotten
+    with torch.no_grad():                    # gamma = the share gd gives each call (1, or 1/2 for Strang's halves)
         for block in polyak.transformer.h:
-            for step, calls in block.substeps.items():
-                for oracle, share in calls.items():
-                    getattr(block, block.gamma_name(step, oracle)).fill_(math.log(math.expm1(share)))
+            for substep in block.substeps.values():
+                for oracle, share in substep.shares.items():
+                    substep.gamma[oracle].fill_(math.log(math.expm1(share)))
     idx = torch.randint(0, 64, (2, 16))
     torch.testing.assert_close(all_logits(polyak, idx), all_logits(gd, idx), rtol=1e-5, atol=1e-5)
 
@@ -125,20 +128,21 @@ def test_nanogpt_init_statistics():
 def test_nesterov_lie_trotter_block_follows_the_equations():
     model = make("nesterov", "lie_trotter", seed=3)
     block = model.transformer.h[0]
+    a, m = block.substeps["attn"], block.substeps["mlp"]
     with torch.no_grad():  # distinct scalars per substep, so a swapped name would show
-        block.attn_mu.fill_(0.3); block.attn_beta.fill_(-0.7); block.attn_gamma.fill_(1.1)
-        block.mlp_mu.fill_(-1.2); block.mlp_beta.fill_(0.4); block.mlp_gamma.fill_(-0.5)
-        for ln in block.ln_v.values():
+        a.mu.fill_(0.3); a.beta.fill_(-0.7); a.gamma["attn"].fill_(1.1)
+        m.mu.fill_(-1.2); m.beta.fill_(0.4); m.gamma["mlp"].fill_(-0.5)
+        for ln in (a.ln_v, m.ln_v):
             ln.weight.uniform_(0.5, 1.5); ln.bias.uniform_(-0.1, 0.1)
     x, v = torch.randn(2, 16, 32), torch.randn(2, 16, 32)
     sig, sp = torch.sigmoid, F.softplus
     # attention substep
-    xin = x + sig(block.attn_mu) * v
-    v1 = layer_norm(sig(block.attn_beta) * v + sp(block.attn_gamma) * attention(layer_norm(xin, block.ln_1), block.attn, 2), block.ln_v["attn"])
+    xin = x + sig(a.mu) * v
+    v1 = layer_norm(sig(a.beta) * v + sp(a.gamma["attn"]) * attention(layer_norm(xin, block.ln_1), block.attn, 2), a.ln_v)
     x1 = x + v1
     # MLP substep, looking ahead with the fresh velocity
-    xin = x1 + sig(block.mlp_mu) * v1
-    v2 = layer_norm(sig(block.mlp_beta) * v1 + sp(block.mlp_gamma) * mlp(layer_norm(xin, block.ln_2), block.mlp), block.ln_v["mlp"])
+    xin = x1 + sig(m.mu) * v1
+    v2 = layer_norm(sig(m.beta) * v1 + sp(m.gamma["mlp"]) * mlp(layer_norm(xin, block.ln_2), block.mlp), m.ln_v)
     x2 = x1 + v2
     got_x, got_v = block(x, v)
     torch.testing.assert_close(got_x, x2, rtol=1e-5, atol=1e-5)
@@ -148,14 +152,15 @@ def test_nesterov_lie_trotter_block_follows_the_equations():
 def test_nesterov_euler_block_follows_the_equations():
     model = make("nesterov", "euler", seed=4)
     block = model.transformer.h[1]
+    e = block.substeps["euler"]
     with torch.no_grad():
-        block.euler_mu.fill_(0.8); block.euler_beta.fill_(-0.3)
-        block.euler_attn_gamma.fill_(0.2); block.euler_mlp_gamma.fill_(1.5)
+        e.mu.fill_(0.8); e.beta.fill_(-0.3)
+        e.gamma["attn"].fill_(0.2); e.gamma["mlp"].fill_(1.5)
     x, v = torch.randn(2, 16, 32), torch.randn(2, 16, 32)
-    xin = x + torch.sigmoid(block.euler_mu) * v
-    force = (F.softplus(block.euler_attn_gamma) * attention(layer_norm(xin, block.ln_1), block.attn, 2)
-             + F.softplus(block.euler_mlp_gamma) * mlp(layer_norm(xin, block.ln_2), block.mlp))
-    v1 = layer_norm(torch.sigmoid(block.euler_beta) * v + force, block.ln_v["euler"])
+    xin = x + torch.sigmoid(e.mu) * v
+    force = (F.softplus(e.gamma["attn"]) * attention(layer_norm(xin, block.ln_1), block.attn, 2)
+             + F.softplus(e.gamma["mlp"]) * mlp(layer_norm(xin, block.ln_2), block.mlp))
+    v1 = layer_norm(torch.sigmoid(e.beta) * v + force, e.ln_v)
     got_x, got_v = block(x, v)
     torch.testing.assert_close(got_v, v1, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(got_x, x + v1, rtol=1e-5, atol=1e-5)
@@ -169,15 +174,16 @@ def test_nesterov_verlet_block_follows_the_equations():
     assert scalars["layer0.attn1.gamma"] == pytest.approx(math.log(2) / 2)
     assert scalars["layer0.mlp.gamma"] == pytest.approx(math.log(2))
     with torch.no_grad():
-        for i, p in enumerate(p for n, p in block.named_parameters() if n.endswith(("_mu", "_beta", "_gamma"))):
+        for i, p in enumerate(p for s in block.substeps.values() for p in s.scalar_parameters()):
             p.fill_(0.3 * i - 1)
     x0, v0 = torch.randn(2, 16, 32), torch.randn(2, 16, 32)
     x, v = x0, v0
     sig, sp = torch.sigmoid, F.softplus
     for step in ("attn1", "mlp", "attn2"):  # kick (half attention), drift (MLP), kick (half attention)
-        xin = x + sig(getattr(block, f"{step}_mu")) * v
+        s = block.substeps[step]
+        xin = x + sig(s.mu) * v
         force = mlp(layer_norm(xin, block.ln_2), block.mlp) if step == "mlp" else attention(layer_norm(xin, block.ln_1), block.attn, 2)
-        v = layer_norm(sig(getattr(block, f"{step}_beta")) * v + sp(getattr(block, f"{step}_gamma")) * force, block.ln_v[step])
+        v = layer_norm(sig(s.beta) * v + sp(s.gamma["mlp" if step == "mlp" else "attn"]) * force, s.ln_v)
         x = x + v
     got_x, got_v = block(x0, v0)
     torch.testing.assert_close(got_x, x, rtol=1e-5, atol=1e-5)
@@ -190,13 +196,14 @@ def test_imex_block_follows_the_equations(k):
     block = model.transformer.h[0]
     assert block.oracle_calls == 2 + k
     x, v = torch.randn(2, 16, 32), torch.randn(2, 16, 32)
-    mu, beta = torch.sigmoid(block.imex_mu), torch.sigmoid(block.imex_beta)
-    ga, gm = F.softplus(block.imex_attn_gamma), F.softplus(block.imex_mlp_gamma)
+    s = block.substeps["imex"]
+    mu, beta = torch.sigmoid(s.mu), torch.sigmoid(s.beta)
+    ga, gm = F.softplus(s.gamma["attn"]), F.softplus(s.gamma["mlp"])
     xin = x + mu * v
     explicit = ga * attention(layer_norm(xin, block.ln_1), block.attn, 2)  # attention once, at the lookahead
-    v_next = layer_norm(beta * v + explicit + gm * mlp(layer_norm(xin, block.ln_2), block.mlp), block.ln_v["imex"])
+    v_next = layer_norm(beta * v + explicit + gm * mlp(layer_norm(xin, block.ln_2), block.mlp), s.ln_v)
     for _ in range(k):  # fixed point of V+ = LN_v(beta V + A + gamma_m MLP(LN(X + V+)))
-        v_next = layer_norm(beta * v + explicit + gm * mlp(layer_norm(x + v_next, block.ln_2), block.mlp), block.ln_v["imex"])
+        v_next = layer_norm(beta * v + explicit + gm * mlp(layer_norm(x + v_next, block.ln_2), block.mlp), s.ln_v)
     got_x, got_v = block(x, v)
     torch.testing.assert_close(got_v, v_next, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(got_x, x + v_next, rtol=1e-5, atol=1e-5)
@@ -240,7 +247,8 @@ def test_initial_velocity_and_scalar_defaults():
     assert len(scalars) == TINY["n_layer"] * 6
     assert scalars["layer1.mlp.mu"] == pytest.approx(0.5) and scalars["layer0.attn.beta"] == pytest.approx(0.5)
     assert scalars["layer0.mlp.gamma"] == pytest.approx(math.log(2))
-    assert all(p.item() == pytest.approx(0.0, abs=1e-7) for n, p in embed.named_parameters() if n.endswith(("_mu", "_beta", "_gamma")))
+    raw = [p for block in embed.transformer.h for s in block.substeps.values() for p in s.scalar_parameters()]
+    assert len(raw) == len(scalars) and all(p.item() == pytest.approx(0.0, abs=1e-7) for p in raw)
     custom = make("nesterov", mu_init=0.9, beta_init=0.2, gamma_init=1.0).momentum_scalars()
     assert custom["layer0.attn.mu"] == pytest.approx(0.9) and custom["layer0.attn.beta"] == pytest.approx(0.2)
     assert custom["layer0.attn.gamma"] == pytest.approx(1.0)
@@ -275,7 +283,7 @@ def test_optimizer_groups():
     assert len(group_of) == len(params) == sum(len(g["params"]) for g in opt.param_groups)
     for name, p in params.items():
         g = group_of[id(p)]
-        if name.endswith(("_mu", "_beta", "_gamma")):
+        if re.search(r"\.substeps\.\w+\.(mu|beta|gamma\.\w+)$", name):
             assert (g["lr_scale"], g["weight_decay"]) == (5.0, 0.0), name
         elif p.dim() >= 2:
             assert (g["lr_scale"], g["weight_decay"]) == (1.0, 0.1), name
@@ -337,6 +345,23 @@ def test_from_checkpoint_loads_ours_and_nanogpts():
     loaded = GPT.from_checkpoint({"model_args": asdict(ours.config), "model": ours.state_dict()}).eval()
     idx = torch.randint(0, 64, (2, 16))
     assert torch.equal(all_logits(loaded, idx), all_logits(ours, idx))
+    # ours from before the substep modules: h.0.attn_mu, h.0.euler_mlp_gamma, h.0.ln_v.attn.weight
+    for splitting in ("lie_trotter", "euler"):
+        ours = make("nesterov", splitting, seed=3)
+        with torch.no_grad():
+            for p in ours.parameters():
+                p.add_(torch.rand_like(p))  # every scalar different, so a name mapped to another weight shows
+        old = {}
+        for k, v in ours.state_dict().items():
+            m = re.fullmatch(r"(.*)substeps\.(\w+)\.(?:ln_v\.(\w+)|(mu|beta)|gamma\.(\w+))", k)
+            if m and m[3]:
+                k = f"{m[1]}ln_v.{m[2]}.{m[3]}"
+            elif m:
+                k = f"{m[1]}{m[2]}_{m[4]}" if m[4] else f"{m[1]}{m[2]}_{m[5] + '_' if splitting == 'euler' else ''}gamma"
+            old[k] = v
+        assert any(k.endswith("transformer.h.1.mlp_gamma") or k.endswith("euler_mlp_gamma") for k in old)
+        loaded = GPT.from_checkpoint({"model_args": asdict(ours.config), "model": old}).eval()
+        assert torch.equal(all_logits(loaded, idx), all_logits(ours, idx))
     # nanoGPT: model_args without our keys, compiled-model prefixes, the causal-mask buffer of old torch
     gd = make("gd")
     nano_args = {k: getattr(gd.config, k) for k in ("n_layer", "n_head", "n_embd", "block_size", "bias", "vocab_size", "dropout")}
@@ -366,3 +391,53 @@ def test_chunked_head_loss_matches_plain_loss_and_gradients(residual, monkeypatc
         torch.testing.assert_close(p.grad, expected[n], rtol=1e-5, atol=1e-7, msg=n)
     with torch.no_grad():  # evaluation: the loss alone
         torch.testing.assert_close(model(idx, targets, return_logits=False)[1], plain, rtol=1e-6, atol=1e-6)
+
+
+def test_fused_momentum_updates_match_autograd_in_float64():
+    """Lookahead and Momentum's hand-written backward against autograd of the plain expressions."""
+    from model import Lookahead, Momentum
+    g = torch.Generator().manual_seed(0)
+    x, v, f1, f2 = (torch.randn(2, 5, 8, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(4))
+    mu, beta, g1, g2 = (torch.rand((), generator=g, dtype=torch.float64, requires_grad=True) for _ in range(4))
+    inputs = (x, v, f1, f2, mu, beta, g1, g2)
+    fused = [Lookahead.apply(x, mu, v), Momentum.apply(v, beta, g1, f1), Momentum.apply(v, beta, g1, f1, g2, f2)]
+    plain = [x + mu * v, beta * v + g1 * f1, beta * v + g1 * f1 + g2 * f2]
+    upstream = torch.randn(2, 5, 8, generator=g, dtype=torch.float64)
+    for got, want in zip(fused, plain):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-15)
+        got_grads = torch.autograd.grad(got, inputs, upstream, allow_unused=True)
+        want_grads = torch.autograd.grad(want, inputs, upstream, allow_unused=True)
+        for a, b in zip(got_grads, want_grads):
+            assert (a is None) == (b is None)
+            if a is not None:
+                torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    assert torch.autograd.gradcheck(lambda *t: Momentum.apply(t[0], t[1], t[2], t[3], t[4], t[5]),
+                                    (v, beta, g1, f1, g2, f2))
+    assert torch.autograd.gradcheck(Lookahead.apply, (x, mu, v))
+
+
+def test_nesterov_under_bf16_autocast_and_torch_compile():
+    """The fused updates under the CUDA paths' settings, on CPU: bf16 autocast (oracle outputs in bf16, the
+    X and V streams in float32) and full-model torch.compile, both against the eager float32 model."""
+    model = make("nesterov", "euler", seed=9, n_layer=1).train()  # euler: a Momentum update with two forces
+    idx, targets = torch.randint(0, 64, (2, 2, 16), generator=torch.Generator().manual_seed(3))
+    _, loss = model(idx, targets)
+    loss.backward()
+    reference = {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    model.zero_grad()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        _, bf16_loss = model(idx, targets)
+    bf16_loss.backward()
+    assert abs(bf16_loss.item() - loss.item()) < 0.05
+    for n, p in model.named_parameters():
+        assert p.grad.dtype == torch.float32 and torch.isfinite(p.grad).all(), n
+    scalar_grad = model.transformer.h[0].substeps["euler"].gamma["mlp"].grad
+    torch.testing.assert_close(scalar_grad, reference["transformer.h.0.substeps.euler.gamma.mlp"], rtol=0.1, atol=1e-3)
+
+    model.zero_grad()
+    _, compiled_loss = torch.compile(model)(idx, targets)
+    compiled_loss.backward()
+    torch.testing.assert_close(compiled_loss, loss, rtol=1e-5, atol=1e-5)
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, reference[n], rtol=1e-4, atol=1e-6, msg=n)
