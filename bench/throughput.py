@@ -6,12 +6,15 @@ $ python bench/throughput.py                                     # 9 variants, t
 $ python bench/throughput.py --variants=gd,nesterov --json=tp.json --plot=tp.png
 $ python bench/throughput.py --variants=all                      # every residual x splitting (imex with k = 1, 2)
 $ python bench/throughput.py --n_layer=12 --n_head=12 --n_embd=768 --block_size=1024 --batch_size=16 --compile=True
+$ python bench/throughput.py --variants=nesterov --n_layer=12 --n_head=12 --n_embd=768 --block_size=1024 \
+      --batch_size=1 --gradient_accumulation_steps=4     # paper width: 4 micro-batches per optimizer step
 
 A variant is a residual (gd, polyak, nesterov) with an optional splitting: nesterov/euler, and
 nesterov/imex2 for imex with imex_iters=2 (plain imex means k = 1). gd/lie_trotter is the baseline
 and is always run. A step is train.py's iteration without gradient accumulation: forward and loss,
-backward, gradient clipping, the AdamW step of model.configure_optimizers, zero_grad; the batch is
-random tokens, as speed does not depend on what the tokens are.
+backward (gradient_accumulation_steps times, as train.py amortises the optimizer step), gradient
+clipping, the AdamW step of model.configure_optimizers, zero_grad; the batch is random tokens, as
+speed does not depend on what the tokens are.
 
 Each variant runs in its own worker process (this script with --worker), which keeps its model and
 optimizer between calls: after --warmup steps each, every round times one step of every variant in
@@ -60,6 +63,7 @@ defaults = dict(
     n_embd=256,
     block_size=256,
     batch_size=8,
+    gradient_accumulation_steps=1,  # micro-batches of batch_size per optimizer step
     vocab_size=50304,
     device='cuda' if cuda else 'cpu',
     dtype='',  # float32 | bfloat16; '' picks bfloat16 on CUDA, float32 on CPU
@@ -112,9 +116,10 @@ def worker():
     x, y = torch.randint(V, (2, B, T), generator=gen).to(device)
 
     def step():
-        with ctx:
-            _, loss = step_model(x, y, return_logits=False)  # the chunked head on CPU, as train.py
-        loss.backward()
+        for _ in range(s['gradient_accumulation_steps']):
+            with ctx:
+                _, loss = step_model(x, y, return_logits=False)  # the chunked head on CPU, as train.py
+            (loss / s['gradient_accumulation_steps']).backward()
         if s['grad_clip']:
             torch.nn.utils.clip_grad_norm_(model.parameters(), s['grad_clip'])
         optimizer.step()
@@ -123,7 +128,9 @@ def worker():
     def send(**msg):
         print(jsonlib.dumps(msg), file=answer, flush=True)
 
+    v0_table = model.transformer['vte'].weight.numel() if 'vte' in model.transformer else 0
     send(params=model.get_num_params(non_embedding=False), params_non_embedding=model.get_num_params(),
+         v0_table_params=v0_table,
          flops_per_token=model.flops_per_token(), oracle_calls=model.transformer.h[0].oracle_calls,
          threads=torch.get_num_threads(), base_mem_bytes=None if on_cuda else base_mem)
     for line in sys.stdin:
@@ -160,8 +167,8 @@ if on_cuda and not cuda:
 dtype = dtype or ('bfloat16' if on_cuda else 'float32')
 if dtype not in DTYPES:
     fail(f"dtype='{dtype}' is not one of {', '.join(DTYPES)}.")
-if repeats < 1 or warmup < 0:
-    fail("repeats must be at least 1 and warmup at least 0.")
+if repeats < 1 or warmup < 0 or gradient_accumulation_steps < 1:
+    fail("repeats and gradient_accumulation_steps must be at least 1, and warmup at least 0.")
 if threads:
     torch.set_num_threads(threads)
 if on_cuda:
@@ -236,7 +243,7 @@ else:
 
 # one worker per variant, all started before any timing, driven one at a time over their pipes
 settings = dict(device=device, dtype=dtype, compile=compile, grad_clip=grad_clip, threads=threads,
-                batch_size=batch_size, seed=seed)
+                batch_size=batch_size, gradient_accumulation_steps=gradient_accumulation_steps, seed=seed)
 workers = {}
 for name in names:
     workers[name] = subprocess.Popen([sys.executable, os.path.abspath(__file__), '--worker'], text=True,
@@ -281,7 +288,7 @@ for w in workers.values():
 elapsed = time.time() - t_start
 machine['load_average_end'] = os.getloadavg()
 
-tokens_per_step = batch_size * block_size
+tokens_per_step = batch_size * block_size * gradient_accumulation_steps
 results = []
 for name in names:
     median = statistics.median(times[name])
@@ -296,21 +303,28 @@ for row in results:
     row['mem_ratio_to_gd'] = row['peak_mem_bytes'] / gd['peak_mem_bytes']
     # tokens per CPU-second vs gd: what the variant costs even when other jobs take the cores now and then
     row['cpu_ratio_to_gd'] = None if on_cuda else gd['cpu_ms_per_step'] / row['cpu_ms_per_step']
+    # the memory a variant may add to gd's: its V_0 token table's own states (weights, gradient, two AdamW
+    # moments, float32) plus 10% of gd's peak
+    row['mem_over_gd_bytes'] = row['peak_mem_bytes'] - gd['peak_mem_bytes']
+    row['mem_allowance_bytes'] = 16 * row['v0_table_params'] + 0.1 * gd['peak_mem_bytes']
 
 mem_kind = "peak CUDA memory allocated" if on_cuda else \
     f"peak RSS of each variant's process, {gd['base_mem_bytes'] / 2 ** 20:,.0f} MiB of it Python and torch"
-print(f"\n{n_layer} layers, d={n_embd}, {n_head} heads, block {block_size}, batch {batch_size}, vocab {vocab_size}; "
+accumulation = f" x {gradient_accumulation_steps} micro-batches" if gradient_accumulation_steps > 1 else ""
+print(f"\n{n_layer} layers, d={n_embd}, {n_head} heads, block {block_size}, batch {batch_size}{accumulation}, "
+      f"vocab {vocab_size}; "
       f"{dtype}{', compiled' if compile else ''}; {gd['threads']} threads; "
       f"median of {repeats} steps after {warmup} warm-up; peak mem = {mem_kind}\n")
 print("| variant | oracle calls | params | non-emb params | tok/s | ms/step | peak mem | FLOPs/token | MFU "
-      "| tok/s vs gd | CPU time vs gd | mem vs gd |")
-print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+      "| tok/s vs gd | CPU time vs gd | mem vs gd | mem over gd / allowance |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for row in results:
     cpu_ratio = '-' if on_cuda else f"{row['cpu_ratio_to_gd']:.2f}x"
     print(f"| {row['variant']} | {row['oracle_calls']} | {row['params'] / 1e6:.2f}M | "
           f"{row['params_non_embedding'] / 1e6:.2f}M | {row['tokens_per_s']:,.0f} | {row['ms_per_step']:,.1f} | "
           f"{row['peak_mem_bytes'] / 2 ** 20:,.0f} MiB | {row['flops_per_token'] / 1e6:,.1f}M | "
-          f"{row['mfu'] * 100:.1f}% | {row['ratio_to_gd']:.2f}x | {cpu_ratio} | {row['mem_ratio_to_gd']:.2f}x |")
+          f"{row['mfu'] * 100:.1f}% | {row['ratio_to_gd']:.2f}x | {cpu_ratio} | {row['mem_ratio_to_gd']:.2f}x | "
+          f"{row['mem_over_gd_bytes'] / 2 ** 20:,.0f} / {row['mem_allowance_bytes'] / 2 ** 20:,.0f} MiB |")
 machine['cpu_share'] = None
 if not on_cuda:
     # CPU time over wall time x threads: near 1 on an idle machine, lower when other jobs took the cores

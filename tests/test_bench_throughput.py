@@ -26,7 +26,7 @@ def toy(tmp_path_factory):
     left unset, to see the bench set it."""
     out = tmp_path_factory.mktemp("throughput")
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    r = subprocess.run([sys.executable, ROOT / "bench" / "throughput.py", *TOY, "--threads=1",
+    r = subprocess.run([sys.executable, ROOT / "bench" / "throughput.py", *TOY, "--threads=1", "--gradient_accumulation_steps=2",
                         "--variants=nesterov/imex2", f"--json={out / 'tp.json'}", f"--plot={out / 'tp.png'}"],
                        env=env, cwd=out, capture_output=True, text=True, timeout=120)  # runs from any folder
     assert r.returncode == 0, r.stderr
@@ -44,7 +44,7 @@ def test_json_records(toy):
     for r in data["results"]:
         assert RECORD_KEYS <= set(r)
         assert len(r["step_times_ms"]) == 1 and r["ms_per_step"] == r["step_times_ms"][0] > 0
-        assert r["tokens_per_s"] == pytest.approx(2 * 16 / (r["ms_per_step"] / 1e3))
+        assert r["tokens_per_s"] == pytest.approx(2 * 16 * 2 / (r["ms_per_step"] / 1e3))  # 2 micro-batches a step
         assert r["mfu"] == pytest.approx(r["flops_per_token"] * r["tokens_per_s"] / machine["peak_flops"])
         assert r["peak_mem_bytes"] > r["base_mem_bytes"] > 0
         assert r["cpu_ms_per_step"] > 0
@@ -52,6 +52,10 @@ def test_json_records(toy):
         assert r["ratio_to_gd"] == pytest.approx(r["tokens_per_s"] / gd["tokens_per_s"])
         assert r["cpu_ratio_to_gd"] == pytest.approx(gd["cpu_ms_per_step"] / r["cpu_ms_per_step"])
     assert gd["ratio_to_gd"] == gd["mem_ratio_to_gd"] == gd["cpu_ratio_to_gd"] == 1.0
+    # the memory target: V_0's token table's weights, gradient and two AdamW moments, plus 10% of gd's peak
+    assert (gd["v0_table_params"], nesterov["v0_table_params"]) == (0, 64 * 32)
+    assert nesterov["mem_allowance_bytes"] == pytest.approx(16 * 64 * 32 + 0.1 * gd["peak_mem_bytes"])
+    assert nesterov["mem_over_gd_bytes"] == nesterov["peak_mem_bytes"] - gd["peak_mem_bytes"]
     assert (gd["oracle_calls"], nesterov["oracle_calls"]) == (2, 4)
     assert nesterov["imex_iters"] == 2 and nesterov["splitting"] == "imex"
     # the same matrices, but V_0's tables (not counted as non-embedding) and two more MLP calls a layer
@@ -65,10 +69,11 @@ def test_table_and_header(toy):
     assert re.search(r"^measured matmul peak: [\d,.]+ GFLOP/s on 1 threads", stdout, re.M)
     assert re.search(r"^machine: .+, cpu, 1 threads, torch ", stdout, re.M)
     assert ("| variant | oracle calls | params | non-emb params | tok/s | ms/step | peak mem | FLOPs/token | MFU "
-            "| tok/s vs gd | CPU time vs gd | mem vs gd |") in stdout
+            "| tok/s vs gd | CPU time vs gd | mem vs gd | mem over gd / allowance |") in stdout
+    assert "batch 2 x 2 micro-batches" in stdout
     rows = [line for line in stdout.splitlines() if line.startswith("| ") and "---" not in line][1:]
     assert [row.split(" | ")[0] for row in rows] == ["| gd/lie_trotter", "| nesterov/imex2"]
-    assert rows[0].endswith("| 1.00x | 1.00x | 1.00x |")
+    assert rows[0].endswith("| 1.00x | 1.00x | 1.00x | 0 / " + f"{0.1 * data['results'][0]['peak_mem_bytes'] / 2 ** 20:,.0f} MiB |")
     assert f"{data['results'][1]['ratio_to_gd']:.2f}x" in rows[1]
     assert re.search(r"^CPU time vs gd: .* got \d+% of their threads' time", stdout, re.M)
     assert "slowest" in stdout.splitlines()[-3]  # the summary line, then the two "wrote" lines
