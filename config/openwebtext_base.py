@@ -29,6 +29,15 @@ n_head = 12
 n_embd = 768
 dropout = 0.0
 bias = False
+# the paper's momentum settings, named so that another default in model.py leaves these runs as the paper's:
+# V_0 from its own tables, LN_v after every velocity update with its gain starting at 1, and the initial
+# mu = beta = 1/2, gamma = ln 2 of the reproduction that matched the paper (raw parameters 0)
+v0 = 'embed'
+velocity_norm = True
+velocity_gain_init = 1.0
+mu_init = 0.5
+beta_init = 0.5
+gamma_init = 0.6931471805599453
 
 optimizer = 'muon'
 muon_lr = 0.004 # Muon's peak, for the 2-D matrices inside the blocks
