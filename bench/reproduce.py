@@ -188,6 +188,9 @@ def loss_at_time(run, t):
     return float(np.interp(t, times, losses)) if times and t <= times[-1] else None
 
 
+EARLY_STEP = 100  # the first eval that "ahead of the baseline from the start" counts
+
+
 def summarize(runs, variants):
     """Per variant: mean and std over seeds, and per-seed (paired) differences to the baseline, variants[0]."""
     by_variant = {name: {r["seed"]: r for r in runs if r["variant"] == name} for name, _, _ in variants}
@@ -217,6 +220,11 @@ def summarize(runs, variants):
         row["delta_at_baseline_time"], row["delta_at_baseline_time_std"] = mean_std(diffs)
         row["delta_at_baseline_time_lower"] = sum(d < 0 for d in diffs)
         row["finished_before_baseline"] = done_sooner
+        # no early lag: below the baseline at every eval from step EARLY_STEP on, per seed
+        gaps = {s: [v - b for (i, v), (_, b) in zip(seeds[s]["curve"], base[s]["curve"]) if i >= EARLY_STEP]
+                for s in paired}
+        row["ahead_from_early_step"] = sum(bool(g) and max(g) < 0 for g in gaps.values())
+        row["worst_gap_from_early_step"] = max((max(g) for g in gaps.values() if g), default=None)
         rows.append(row)
     return rows
 
@@ -283,6 +291,19 @@ def markdown(grid, info, rows):
         cells = [r["variant"], fmt(r["val_loss_at_baseline_time"], r["val_loss_at_baseline_time_std"]) + star,
                  *paired(r, base, "delta_at_baseline_time")]
         lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        f"## Early lag: below {base} at every eval from step {EARLY_STEP} on",
+        "",
+        f"Per seed, whether the variant's val loss is below {base}'s at every eval from step {EARLY_STEP} to the end, "
+        f"and the largest (variant − {base}) over those evals and seeds: negative means ahead throughout.",
+        "",
+        f"| variant | seeds below {base} throughout | largest Δ from step {EARLY_STEP} on |",
+        "|---|---:|---:|",
+    ]
+    for r in rows[1:]:
+        lines.append(f"| {r['variant']} | {r['ahead_from_early_step']}/{len(r['paired_seeds'])} | "
+                     f"{fmt(r['worst_gap_from_early_step'], signed=True)} |")
     m = info["machine"]
     lines += [
         "",

@@ -41,6 +41,13 @@ def char_data(tmp_path_factory):
 
 def test_quick_grid_end_to_end_and_resume(char_data, tmp_path):
     results = tmp_path / "results"
+    # part of the grid first: seed 1 of the baseline (always run) and of nesterov-euler
+    r = run("bench/reproduce.py", "quick", f"--dataset={char_data}", f"--results={results}", "--seeds=1",
+            "--variants=nesterov-euler")
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in (results / "runs" / "quick").iterdir()) == ["gd-lt-s1", "nesterov-euler-s1"]
+    assert [(x["variant"], x["seed"]) for x in json.loads((results / "quick.json").read_text())["runs"]] == \
+        [("gd-lt", 1), ("nesterov-euler", 1)]
     r = run("bench/reproduce.py", "quick", f"--dataset={char_data}", f"--results={results}")
     assert r.returncode == 0, r.stderr
     # (the summary line "quick: 4/4 runs (4 run now ..." was once missing from stdout in a fresh-clone run
@@ -83,6 +90,7 @@ def test_quick_grid_end_to_end_and_resume(char_data, tmp_path):
     assert f"| {nest['delta_final_val_loss']:+.4f} ± {nest['delta_final_val_loss_std']:.4f} | " \
            f"{nest['delta_final_val_loss_lower']}/2 |" in table
     assert "## Equal wall clock: val loss at gd-lt's training time" in table
+    assert "## Early lag: below gd-lt at every eval from step 100 on" in table
 
     png = (results / "quick.png").read_bytes()
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 20_000
@@ -149,3 +157,19 @@ def test_paired_differences_and_equal_wall_clock():
     assert slow["diverged"] == [2] and slow["paired_seeds"] == [1, 3]
     assert slow["final_val_loss"] == pytest.approx(1.85)
     assert slow["delta_final_val_loss"] == pytest.approx(-0.2) and slow["delta_final_val_loss_lower"] == 2
+
+
+def test_early_lag_counts_seeds_below_the_baseline_throughout(monkeypatch):
+    monkeypatch.setattr(reproduce, "EARLY_STEP", 10)  # the evals at steps 10 and 20 count, step 0 does not
+    variants = [("gd", {}, (1, 2)), ("early", {}, (1, 2)), ("late", {}, (1, 2))]
+    runs = [fake_run(v, s, 2.0, [0, 5, 10]) for v in ("gd", "early", "late") for s in (1, 2)]
+    for r in runs:
+        r["curve"] = [list(point) for point in r["curve"]]
+    for s in (0, 1):
+        runs[2 + s]["curve"][0][1] = 9.0        # behind at step 0 does not count
+        runs[2 + s]["curve"][1][1] = 2.9 - s    # ahead at step 10 ...
+        runs[2 + s]["curve"][2][1] = 1.9        # ... and at step 20
+        runs[4 + s]["curve"][2][1] = 1.5        # ahead at the end, but level at step 10
+    _, early, late = reproduce.summarize(runs, variants)
+    assert early["ahead_from_early_step"] == 2 and early["worst_gap_from_early_step"] == pytest.approx(-0.1)
+    assert late["ahead_from_early_step"] == 0 and late["worst_gap_from_early_step"] == pytest.approx(0.0)
