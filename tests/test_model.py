@@ -441,3 +441,27 @@ def test_nesterov_under_bf16_autocast_and_torch_compile():
     torch.testing.assert_close(compiled_loss, loss, rtol=1e-5, atol=1e-5)
     for n, p in model.named_parameters():
         torch.testing.assert_close(p.grad, reference[n], rtol=1e-4, atol=1e-6, msg=n)
+
+
+def x0_share_of_xl(model, idx):
+    """At the head's input X_L, the share of the token + position embedding X_0: |projection of X_L on X_0| / |X_L|.
+    Token identity reaches the head through it (GPT) or only through V_0's own table (a velocity that swamps X)."""
+    seen = {}
+    model.transformer.h[0].register_forward_pre_hook(lambda m, args: seen.update(x0=args[0]))
+    model.transformer.ln_f.register_forward_pre_hook(lambda m, args: seen.update(xl=args[0]))
+    with torch.no_grad():
+        model(idx)
+    x0, xl = seen["x0"], seen["xl"]
+    return ((xl * x0).sum() / (x0 * x0).sum() * x0).norm().item() / xl.norm().item()
+
+
+def test_activation_scales_at_init():
+    """The velocity starts on X's scale: with LN_v's gain at 1 (the paper's LayerNorm) the first normalised
+    velocity has RMS 1 against X_0's 0.028, every later layer is nearly the identity, and X_0 is <1% of X_L
+    (GPT: ~60%). That made YuriiFormer lag GPT for its first few hundred steps on GPT-2 BPE text (README)."""
+    idx = torch.randint(0, 50257, (4, 128), generator=torch.Generator().manual_seed(0))
+    size = dict(vocab_size=50304, block_size=128, n_layer=4, n_head=4, n_embd=128, bias=False)  # config/repro_owt.py
+    gd = x0_share_of_xl(make("gd", **size), idx)
+    paper = x0_share_of_xl(make("nesterov", velocity_gain_init=1.0, **size), idx)
+    small_gain = x0_share_of_xl(make("nesterov", velocity_gain_init=0.03, **size), idx)
+    assert gd > 0.4 and paper < 0.02 and small_gain > 0.1
