@@ -217,22 +217,41 @@ class Lookahead(torch.autograd.Function):
 
 
 class Momentum(torch.autograd.Function):
-    """U = beta V + sum_o gamma_o F_o, written into one buffer. Backward: dV = beta dU, dF_o = gamma_o dU,
-    and the scalars' gradients as dot products dbeta = <dU, V>, dgamma_o = <dU, F_o>: one pass each, where
-    autograd makes a product and a sum per scalar and a temporary per term."""
+    """V+ = LN_v(U), U = beta V + sum_o gamma_o F_o, in one function (weight None: no LN_v, V+ = U).
+    U is written into one buffer and not kept: backward recomputes it from V and the F_o, which it keeps
+    anyway for the scalars' gradients, so a momentum substep holds one tensor fewer than autograd would.
+    Backward: LN_v's own kernel, then dV = beta dU, dF_o = gamma_o dU and the scalars' gradients as dot
+    products, dbeta = <dU, V>, dgamma_o = <dU, F_o>: one pass each (checked against autograd in float64)."""
 
     @staticmethod
-    def forward(ctx, v, beta, *gammas_and_forces):
+    def forward(ctx, v, beta, weight, bias, *gammas_and_forces):
+        u = Momentum.momentum(v, beta, gammas_and_forces)
+        stats = ()
+        if weight is not None:
+            u, *stats = torch.native_layer_norm(u, (u.size(-1),), weight, bias, 1e-5)
+        ctx.save_for_backward(v, beta, weight, bias, *stats, *gammas_and_forces)
+        ctx.normalised = weight is not None
+        return u
+
+    @staticmethod
+    def momentum(v, beta, gammas_and_forces):
         u = v * beta
         for gamma, force in zip(gammas_and_forces[::2], gammas_and_forces[1::2]):
             u.addcmul_(gamma, force)
-        ctx.save_for_backward(v, beta, *gammas_and_forces)
         return u
 
     @staticmethod
     def backward(ctx, grad):
-        v, beta, *gammas_and_forces = ctx.saved_tensors
-        grads = [grad * beta, _dot(grad, v)]
+        v, beta, weight, bias, *rest = ctx.saved_tensors
+        grad_weight = grad_bias = None
+        if ctx.normalised:
+            (mean, rstd), gammas_and_forces = rest[:2], rest[2:]
+            u = Momentum.momentum(v, beta, gammas_and_forces)
+            grad, grad_weight, grad_bias = torch.ops.aten.native_layer_norm_backward(
+                grad, u, [u.size(-1)], mean, rstd, weight, bias, [True, True, bias is not None])
+        else:
+            gammas_and_forces = rest
+        grads = [grad * beta, _dot(grad, v), grad_weight, grad_bias]
         for gamma, force in zip(gammas_and_forces[::2], gammas_and_forces[1::2]):
             grads += [_dot(grad, force), grad * gamma]
         return tuple(grads)
@@ -275,9 +294,8 @@ class Substep(nn.Module):
             for o, share in gamma.items():
                 x = torch.add(x, force[o], alpha=share)  # alpha=1.0 adds exactly, as nanoGPT's x + F
             return x, None
-        v = Momentum.apply(v, beta, *(t for o in force for t in (gamma[o], force[o])))
-        if self.ln_v is not None:
-            v = self.ln_v(v)
+        ln_v = (self.ln_v.weight, self.ln_v.bias) if self.ln_v is not None else (None, None)
+        v = Momentum.apply(v, beta, *ln_v, *(t for o in force for t in (gamma[o], force[o])))  # LN_v(beta V + gamma F)
         return x + v, v
 
 

@@ -399,20 +399,28 @@ def test_fused_momentum_updates_match_autograd_in_float64():
     g = torch.Generator().manual_seed(0)
     x, v, f1, f2 = (torch.randn(2, 5, 8, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(4))
     mu, beta, g1, g2 = (torch.rand((), generator=g, dtype=torch.float64, requires_grad=True) for _ in range(4))
-    inputs = (x, v, f1, f2, mu, beta, g1, g2)
-    fused = [Lookahead.apply(x, mu, v), Momentum.apply(v, beta, g1, f1), Momentum.apply(v, beta, g1, f1, g2, f2)]
-    plain = [x + mu * v, beta * v + g1 * f1, beta * v + g1 * f1 + g2 * f2]
+    weight, bias = (torch.randn(8, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(2))
+    inputs = (x, v, f1, f2, mu, beta, g1, g2, weight, bias)
+
+    def ln(u, b=bias):
+        return F.layer_norm(u, (8,), weight, b, 1e-5)
+    cases = [  # (fused, plain)
+        (Lookahead.apply(x, mu, v), x + mu * v),
+        (Momentum.apply(v, beta, None, None, g1, f1), beta * v + g1 * f1),                      # no LN_v
+        (Momentum.apply(v, beta, weight, bias, g1, f1), ln(beta * v + g1 * f1)),
+        (Momentum.apply(v, beta, weight, None, g1, f1, g2, f2), ln(beta * v + g1 * f1 + g2 * f2, None)),  # euler
+    ]
     upstream = torch.randn(2, 5, 8, generator=g, dtype=torch.float64)
-    for got, want in zip(fused, plain):
-        torch.testing.assert_close(got, want, rtol=0, atol=1e-15)
+    for got, want in cases:
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
         got_grads = torch.autograd.grad(got, inputs, upstream, allow_unused=True)
         want_grads = torch.autograd.grad(want, inputs, upstream, allow_unused=True)
         for a, b in zip(got_grads, want_grads):
             assert (a is None) == (b is None)
             if a is not None:
-                torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
-    assert torch.autograd.gradcheck(lambda *t: Momentum.apply(t[0], t[1], t[2], t[3], t[4], t[5]),
-                                    (v, beta, g1, f1, g2, f2))
+                torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+    assert torch.autograd.gradcheck(lambda *t: Momentum.apply(t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7]),
+                                    (v, beta, weight, bias, g1, f1, g2, f2))
     assert torch.autograd.gradcheck(Lookahead.apply, (x, mu, v))
 
 
