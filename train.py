@@ -121,7 +121,11 @@ def fail(msg):
             traceback.print_exc()
         print(f"error: {msg}", file=sys.stderr)
     if dist.is_initialized():
-        dist.destroy_process_group()
+        # end at once: tearing the process group down while the other ranks exit too can abort in gloo
+        # ("terminate called without an active exception") below the message
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
     sys.exit(1)
 
 
