@@ -545,20 +545,28 @@ def table_peak_flops(device_name, dtype):
     return None
 
 
-def measure_peak_flops(device, dtype, n=None, repeats=5):
-    """Best FLOP/s of large square matmuls (n x n) in dtype on device, after one warm-up product."""
-    n = n or (8192 if str(device).startswith('cuda') else 1024)
-    a, b = (torch.randn(n, n, device=device, dtype=getattr(torch, dtype)) for _ in range(2))
-    sync = torch.cuda.synchronize if str(device).startswith('cuda') else (lambda: None)
-    best = 0.0
-    for i in range(repeats + 1):
-        sync()
+def measure_peak_flops(device, dtype, max_n=None, repeats=5):
+    """Best FLOP/s of square matmuls in dtype on device. n doubles from 256 while a product takes under 20 ms,
+    up to max_n, so a dtype the device is slow at (float16 on most CPUs) costs a fraction of a second too."""
+    on_cuda = str(device).startswith('cuda')
+    max_n = max_n or (8192 if on_cuda else 1024)
+
+    def seconds(a, b):
+        if on_cuda:
+            torch.cuda.synchronize()
         t0 = time.perf_counter()
         a @ b
-        sync()
-        if i:
-            best = max(best, 2 * n ** 3 / (time.perf_counter() - t0))
-    return best
+        if on_cuda:
+            torch.cuda.synchronize()
+        return time.perf_counter() - t0
+
+    n = 256
+    while True:
+        a, b = (torch.randn(n, n, device=device, dtype=getattr(torch, dtype)) for _ in range(2))
+        if seconds(a, b) > 0.02 or n >= max_n:  # also the warm-up at this size
+            break
+        n *= 2
+    return max(2 * n ** 3 / seconds(a, b) for _ in range(repeats))
 
 
 def device_peak_flops(device, dtype):

@@ -204,7 +204,7 @@ load_start = os.getloadavg()
 name_of_machine = machine_name()
 known = table_peak_flops(name_of_machine, dtype) if on_cuda else None  # model.py's table of GPU peaks
 # else large square matmuls in the bench's dtype and threads; 2048 on CPU: as fast as larger sizes on our CPU
-peak_flops = known or measure_peak_flops(device, dtype, n=8192 if on_cuda else 2048, repeats=10)
+peak_flops = known or measure_peak_flops(device, dtype, max_n=8192 if on_cuda else 2048, repeats=10)
 peak_source = f"{name_of_machine} {dtype} spec sheet" if known else "measured"
 machine = dict(name=name_of_machine, device=device, threads=torch.get_num_threads(), torch=torch.__version__,
                python=platform.python_version(), date=datetime.datetime.now().isoformat(timespec='seconds'),
