@@ -520,7 +520,7 @@ class KVCache:
 
 # Dense (no 2:4 sparsity) tensor-core peaks in FLOP/s from NVIDIA's spec sheets, by the dtype train.py computes in
 # (float32 runs as TF32 on CUDA). Patterns are searched in order in torch.cuda.get_device_name(), so a specific
-# part (H100 PCIe) comes before its family (H100). A GPU not listed (the A10G, say: it has no NVIDIA spec sheet)
+# part (H100 PCIe) comes before its family (H100), case aside. A GPU not listed (the A10G, say: it has no NVIDIA spec sheet)
 # gets its peak measured.
 GPU_PEAK_FLOPS = [
     (r'H100.*PCIe', dict(bfloat16=756e12, float16=756e12, float32=378e12)),
@@ -540,7 +540,7 @@ GPU_PEAK_FLOPS = [
 def table_peak_flops(device_name, dtype):
     """The dense peak of a GPU named device_name (torch.cuda.get_device_name) for dtype, or None if not listed."""
     for pattern, peaks in GPU_PEAK_FLOPS:
-        if re.search(pattern, device_name):
+        if re.search(pattern, device_name, flags=re.IGNORECASE):
             return peaks.get(dtype)
     return None
 
@@ -562,7 +562,8 @@ def measure_peak_flops(device, dtype, max_n=None, repeats=5):
 
     n = 256
     while True:
-        a, b = (torch.randn(n, n, device=device, dtype=getattr(torch, dtype)) for _ in range(2))
+        gen = torch.Generator(device).manual_seed(0)  # not the global one: the model's init must not depend on this
+        a, b = (torch.randn(n, n, device=device, dtype=getattr(torch, dtype), generator=gen) for _ in range(2))
         if seconds(a, b) > 0.02 or n >= max_n:  # also the warm-up at this size
             break
         n *= 2

@@ -64,8 +64,10 @@ def reference(tiny_data, tmp_path_factory, run_script):
 
 
 def test_full_logits_loss_equals_chunked_head(reference, tiny_data, tmp_path, run_script):
-    r = run_patched(run_script, CHUNKED, "train.py", *train_args(tiny_data, tmp_path, "--chunked_head=False"))
+    r = run_patched(run_script, CHUNKED, "train.py", *train_args(tiny_data, tmp_path, "--chunked_head=False",
+                                                                 "--peak_flops=2e9"))
     assert r.returncode == 0, r.stderr
+    assert "MFU is against a peak of 0.002 TFLOP/s: set by peak_flops" in r.stdout
     assert "chunked head" not in r.stdout
     close(metrics(tmp_path), reference, rel=TOL)
 
@@ -116,6 +118,8 @@ def test_compiled_train_save_resume_sample(reference, tiny_data, tmp_path, run_s
 def test_bf16_autocast(reference, tiny_data, tmp_path, run_script):
     r = run_script("train.py", *train_args(tiny_data, tmp_path, "--dtype=bfloat16"))
     assert r.returncode == 0, r.stderr
+    if DEVICE == "cpu":  # MFU against the peak of the dtype trained in
+        assert "TFLOP/s: measured with bfloat16 matmuls on cpu" in r.stdout
     close(metrics(tmp_path), reference, rel=2e-2)  # bfloat16 keeps 8 bits of mantissa
 
 
