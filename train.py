@@ -652,7 +652,9 @@ if master_process:
     train_time = time.time() - t_start - eval_time
     run_tokens = (iter_num - start_iter) * tokens_per_iter
     print(f"done: {iter_num} iters, best val loss {best_val_loss:.4f}, {iter_num * tokens_per_iter:,} tokens seen, "
-          f"wall time {time.time() - t_start:.1f}s, {run_tokens / max(train_time, 1e-9):,.0f} tokens/s (training)")
+          f"wall time {time.time() - t_start:.1f}s, {run_tokens / max(train_time, 1e-9):,.0f} tokens/s (training)"
+          + (f", peak CUDA memory {torch.cuda.max_memory_allocated(device) / 2 ** 30:.2f} GiB" if device_type == 'cuda'
+             else ""))
     # loss curves from metrics.jsonl
     import matplotlib
     matplotlib.use('Agg')
