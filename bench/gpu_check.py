@@ -1,5 +1,6 @@
 """
-The day a GPU is at hand, one command measures what only a GPU can tell (about ten minutes on one H100):
+The day a GPU is at hand, one command measures what only a GPU can tell (meant to fit in ten minutes on one H100;
+not run on a GPU yet):
 
 $ python bench/gpu_check.py
 
