@@ -111,7 +111,7 @@ def test_compiled_train_save_resume_sample(reference, tiny_data, tmp_path, run_s
     assert dynamo["graphs"] <= 3, dynamo
     encode, decode = get_codec(tiny_data)
     sample = r.stdout.split("\n", 1)[1]
-    assert sample.startswith(prompt) and len(encode(sample.removesuffix("\n---------------\n"))) >= 50
+    assert sample.startswith(prompt) and len(sample) >= len(prompt) + 50  # every token decodes to a character or more
     if DEVICE == "cpu":  # TF32 on CUDA may flip a near tie of this barely trained model
         model = GPT.from_checkpoint(torch.load(tmp_path / "best.pt", map_location="cpu", weights_only=True)).eval()
         eager = decode(model.generate(torch.tensor([encode(prompt)]), 50, top_k=1)[0].tolist())
