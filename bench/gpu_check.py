@@ -17,7 +17,8 @@ beyond three median steps (compiling the training graph; the eval graph compiles
 counted). Each run's full output is kept in results/gpu_<device>_logs/ only when it fails.
 Settings are --key=value (configurator.py); the test runs this on CPU at a tiny size, e.g.
 $ python bench/gpu_check.py --device=cpu --n_layer=2 --n_head=2 --n_embd=32 --block_size=32 --batch_size=2 \
-      --max_iters=4 --dtype=float32 --compile=False --ddp_procs=2 --tests=tests/test_peak_flops.py --out=/tmp/x
+      --max_iters=4 --dtype=float32 --compile=False --dataset=random --ddp_procs=2 --tests=tests/test_peak_flops.py \
+      --out=/tmp/x
 """
 import datetime
 import json
@@ -55,7 +56,7 @@ defaults = dict(
     # tokens, as 'random' always
     ddp_procs=-1,  # processes of the DDP runs; -1: every GPU (none if fewer than 2); 0: no DDP runs
     tests='tests/test_cuda_paths.py',  # run with pytest first (TEST_DEVICE=device); '' skips them
-    out='results',  # writes gpu_<device>.json and gpu_<device>.md here
+    out=os.path.join(ROOT, 'results'),  # writes gpu_<device>.json and gpu_<device>.md here
 )
 config = apply_config(defaults, sys.argv[1:])
 globals().update(config)
