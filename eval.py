@@ -286,9 +286,10 @@ def run_downstream(model, out_dir, tasks=("hellaswag", "arc_easy"), iter_num=Non
 
 def main(argv):
     from configurator import apply_config
-    from model import GPT
+    from model import GPT, checkpoint_path
     defaults = dict(
-        out_dir="out",  # reads out_dir/ckpt.pt, appends to out_dir/eval.json
+        out_dir="out",  # reads out_dir/best.pt (or ckpt.pt, see checkpoint), appends to out_dir/eval.json
+        checkpoint="best",  # 'best': best.pt (best val loss) when there is one, else ckpt.pt; 'latest': ckpt.pt
         tasks="hellaswag,arc_easy",
         limit=0,  # evaluate the first `limit` examples of each task; 0 = all
         # examples per forward, each with all its choices. Larger helps on a GPU; on a CPU it is slower, as the
@@ -306,8 +307,11 @@ def main(argv):
     )
     c = apply_config(defaults, argv)
     tasks = [t for t in c["tasks"].split(",") if t]
-    ckpt_path = os.path.join(c["out_dir"], "ckpt.pt")
     try:
+        try:
+            ckpt_path = checkpoint_path(c["out_dir"], c["checkpoint"])
+        except ValueError as e:
+            raise EvalError(str(e))
         unknown = [t for t in tasks if t not in TASKS]
         if unknown or not tasks:
             raise EvalError(f"unknown task(s) {', '.join(unknown) or '(none given)'}; known tasks: {', '.join(TASKS)}.")

@@ -29,7 +29,9 @@ residual="gd", splitting="lie_trotter" is exactly nanoGPT's GPT: same parameter 
 
 import inspect
 import math
+import os
 import re
+import time
 from dataclasses import dataclass, fields
 
 import torch
@@ -125,15 +127,17 @@ class CausalSelfAttention(nn.Module):
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        cached = bool(cache)  # a Python bool, not T > 1: under torch.compile(dynamic=True) that is symbolic
         if cache is not None:
             # generation: earlier positions' keys and values are reused. Only this attention's input
             # depends on other tokens; the X and V streams are per token, so this is all we keep.
-            if cache:
+            if cached:
                 assert T == 1, "after the prompt, the cache takes one token at a time"
                 k, v = torch.cat((cache["k"], k), dim=2), torch.cat((cache["v"], v), dim=2)
-            cache["k"], cache["v"] = k, v
+            cache["k"], cache["v"] = k.contiguous(), v.contiguous()  # the same strides at every step: no recompiles
         # flash attention on CUDA, a fused kernel on CPU; a single query attends to everything cached
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0, is_causal=T > 1)
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0,
+                                           is_causal=not cached)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_dropout(self.c_proj(y))
 
@@ -583,7 +587,9 @@ class GPT(nn.Module):
             elif cache is None or cache.length == self.config.block_size:
                 # (re)fill from the last block_size tokens: positions restart at 0, as without a cache
                 cache = self.new_kv_cache()
-                logits, _ = self(idx[:, -self.config.block_size:], kv_cache=cache)
+                # a copy with the strides of a fresh tensor (as the prompt's), so torch.compile need not recompile
+                logits, _ = self(idx[:, -self.config.block_size:].clone(memory_format=torch.contiguous_format),
+                                 kv_cache=cache)
             else:
                 logits, _ = self(idx[:, -1:], kv_cache=cache)
             logits = logits[:, -1, :] / temperature
@@ -601,3 +607,78 @@ class KVCache:
     """Attention keys and values of each layer (a dict per attention call) and how many positions they hold."""
     layers: list
     length: int = 0
+
+
+# Dense (no 2:4 sparsity) tensor-core peaks in FLOP/s from NVIDIA's spec sheets, by the dtype train.py computes in
+# (float32 runs as TF32 on CUDA). Patterns are searched in order in torch.cuda.get_device_name(), so a specific
+# part (H100 PCIe) comes before its family (H100), case aside. A GPU not listed (the A10G, say: it has no NVIDIA spec sheet)
+# gets its peak measured.
+GPU_PEAK_FLOPS = [
+    (r'H100.*PCIe', dict(bfloat16=756e12, float16=756e12, float32=378e12)),
+    (r'H[12]00.*NVL', dict(bfloat16=835e12, float16=835e12, float32=418e12)),
+    (r'H100|H200|GH200', dict(bfloat16=989e12, float16=989e12, float32=495e12)),
+    (r'A100', dict(bfloat16=312e12, float16=312e12, float32=156e12)),
+    (r'L40S', dict(bfloat16=362e12, float16=362e12, float32=183e12)),
+    (r'\bA40\b', dict(bfloat16=150e12, float16=150e12, float32=75e12)),
+    (r'\bA10\b', dict(bfloat16=125e12, float16=125e12, float32=62.5e12)),
+    (r'\bL4\b', dict(bfloat16=121e12, float16=121e12, float32=60e12)),
+    (r'RTX 4090', dict(bfloat16=165e12, float16=165e12, float32=82.6e12)),  # with fp32 accumulation, as PyTorch
+    (r'V100.*PCIe', dict(float16=112e12, float32=14e12)),
+    (r'V100', dict(float16=125e12, float32=15.7e12)),
+]
+
+
+def table_peak_flops(device_name, dtype):
+    """The dense peak of a GPU named device_name (torch.cuda.get_device_name) for dtype, or None if not listed."""
+    for pattern, peaks in GPU_PEAK_FLOPS:
+        if re.search(pattern, device_name, flags=re.IGNORECASE):
+            return peaks.get(dtype)
+    return None
+
+
+def measure_peak_flops(device, dtype, max_n=None, repeats=5):
+    """Best FLOP/s of square matmuls in dtype on device. n doubles from 256 while a product takes under 20 ms,
+    up to max_n, so a dtype the device is slow at (float16 on most CPUs) costs a fraction of a second too."""
+    on_cuda = str(device).startswith('cuda')
+    max_n = max_n or (8192 if on_cuda else 1024)
+
+    def seconds(a, b):
+        if on_cuda:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        a @ b
+        if on_cuda:
+            torch.cuda.synchronize()
+        return time.perf_counter() - t0
+
+    n = 256
+    while True:
+        gen = torch.Generator(device).manual_seed(0)  # not the global one: the model's init must not depend on this
+        a, b = (torch.randn(n, n, device=device, dtype=getattr(torch, dtype), generator=gen) for _ in range(2))
+        if seconds(a, b) > 0.02 or n >= max_n:  # also the warm-up at this size
+            break
+        n *= 2
+    return max(2 * n ** 3 / seconds(a, b) for _ in range(repeats))
+
+
+def device_peak_flops(device, dtype):
+    """The MFU denominator for training in dtype on device, and where it comes from, in words: the spec-sheet
+    table for a known GPU, else measured with large matmuls."""
+    if str(device).startswith('cuda'):
+        name = torch.cuda.get_device_name(device)
+        peak = table_peak_flops(name, dtype)
+        if peak:
+            return peak, f"{name}'s dense {dtype} peak (spec sheet)"
+    else:
+        name = str(device)
+    return measure_peak_flops(device, dtype), f"measured with {dtype} matmuls on {name}"
+
+
+def checkpoint_path(out_dir, which='best'):
+    """The checkpoint in out_dir that sample.py and eval.py read. train.py writes ckpt.pt (the latest state, what
+    --init_from=resume reads) and best.pt (the weights of the best val loss so far): which='best' reads best.pt
+    when there is one, else ckpt.pt (a nanoGPT run, an older one of ours); which='latest' reads ckpt.pt."""
+    if which not in ('best', 'latest'):
+        raise ValueError(f"checkpoint='{which}' is not one of 'best', 'latest'.")
+    best = os.path.join(out_dir, 'best.pt')
+    return best if which == 'best' and os.path.exists(best) else os.path.join(out_dir, 'ckpt.pt')

@@ -13,15 +13,16 @@ from contextlib import nullcontext
 import torch
 
 from configurator import apply_config
-from model import GPT
+from model import GPT, checkpoint_path
 from tokenizer import GPT2_VOCAB_SIZE, get_codec, read_meta
 
 REPO = os.path.dirname(os.path.abspath(__file__))
 
 cuda = torch.cuda.is_available()
 defaults = dict(
-    init_from='resume',  # 'resume' (from out_dir/ckpt.pt) or a GPT-2 variant, e.g. 'gpt2-xl'
+    init_from='resume',  # 'resume' (a checkpoint in out_dir) or a GPT-2 variant, e.g. 'gpt2-xl'
     out_dir='out',  # ignored if init_from is not 'resume'
+    checkpoint='best',  # 'best': out_dir/best.pt (best val loss) when there is one, else ckpt.pt; 'latest': ckpt.pt
     start='<|endoftext|>',  # the prompt; "<|endoftext|>" starts a new document. "FILE:prompt.txt" reads a file
     num_samples=10,  # number of samples to draw
     max_new_tokens=500,  # number of tokens generated in each sample
@@ -73,16 +74,20 @@ if start.startswith('FILE:'):
 # model, and the dataset it was trained on, whose meta.json names the tokenizer (as nanoGPT's meta.pkl)
 dataset = ''  # none known: GPT-2 BPE
 if init_from == 'resume':
-    ckpt_path = os.path.join(out_dir, 'ckpt.pt')
+    try:
+        ckpt_path = checkpoint_path(out_dir, checkpoint)
+    except ValueError as e:
+        fail(str(e))
     if not os.path.exists(ckpt_path):
         fail(f"no checkpoint at {ckpt_path}: train one with train.py first, or point --out_dir at its folder.")
     try:
-        checkpoint = torch.load(ckpt_path, map_location='cpu', weights_only=True)
-        model = GPT.from_checkpoint(checkpoint)  # ours or nanoGPT's
+        ckpt = torch.load(ckpt_path, map_location='cpu', weights_only=True)
+        model = GPT.from_checkpoint(ckpt)  # ours or nanoGPT's
     except Exception as e:
         fail(f"could not load {ckpt_path} ({type(e).__name__}: {str(e).splitlines()[0].split('. ')[0][:200]}); "
              f"it is damaged or not a train.py/nanoGPT checkpoint.")
-    dataset = checkpoint.get('config', {}).get('dataset', '')
+    dataset = ckpt.get('config', {}).get('dataset', '')
+    print(f"sampling from {ckpt_path} (iter {ckpt.get('iter_num')})", file=sys.stderr)
 elif init_from.startswith('gpt2'):
     model = GPT.from_pretrained(init_from, dict(dropout=0.0))
 else:

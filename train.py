@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from configurator import apply_config
 from data_order import EpochOrder
-from model import GPT, GPTConfig
+from model import GPT, GPTConfig, device_peak_flops
 from tokenizer import read_meta
 
 REPO = os.path.dirname(os.path.abspath(__file__))
@@ -47,11 +47,11 @@ defaults = dict(
     log_interval=1,
     eval_iters=200,
     eval_only=False,  # if True, evaluate once and exit
-    always_save_checkpoint=True,  # if False, save only when val loss improves
+    always_save_checkpoint=True,  # ckpt.pt at every eval; if False, only when val loss improves (and on stop, at the end)
     keep_checkpoints=0,  # also keep the last N checkpoints as ckpt-<iter>.pt (hard links, no extra disk); 0 = none
     max_bad_steps=5,  # a step with a non-finite loss or gradient is skipped; this many in a row stop the run
     debug=False,  # print the Python traceback behind an error message
-    init_from='scratch',  # 'scratch' | 'resume' (from out_dir/ckpt.pt) | 'gpt2*'
+    init_from='scratch',  # 'scratch' | 'resume' (from out_dir/ckpt.pt, the latest state) | 'gpt2*'
     # wandb logging
     wandb_log=False,
     wandb_project='owt',
@@ -81,7 +81,8 @@ defaults = dict(
     device='cuda' if cuda else 'cpu',  # 'cpu', 'cuda', 'cuda:1', 'mps', ...
     dtype='float32',  # 'float32' | 'bfloat16' | 'float16'; default set by device below
     compile=False,  # torch.compile the model; default set by device below
-    peak_flops=290e9,  # the MFU denominator; default set by device below
+    chunked_head=True,  # on CPU the loss goes through model.py's chunked head; False: the full-logits loss, as on CUDA
+    peak_flops=0.0,  # the MFU denominator; 0: the device's dense peak for dtype (model.device_peak_flops)
     seed=1337,
     # downstream evaluation (eval.py) of the best checkpoint at the end: the paper's HellaSwag 10-shot and
     # ARC-Easy 25-shot; from the hub, or from local jsonl files when these paths are set
@@ -97,12 +98,11 @@ defaults = dict(
 # "from the dataset's meta.json"
 defaults.update({f.name: f.default for f in dataclasses.fields(GPTConfig)}, bias=False, vocab_size=None)
 config = apply_config(defaults, sys.argv[1:])
-# dtype, compile and peak_flops default by the chosen device: read the arguments again with those defaults
+# dtype and compile default by the chosen device: read the arguments again with those defaults
 on_cuda = config['device'].startswith('cuda') and cuda
 defaults.update(
     dtype='bfloat16' if on_cuda and torch.cuda.is_bf16_supported() else 'float32',  # bf16 matmuls are slow on CPUs
     compile=on_cuda,  # on CPU, compiling takes a minute or more and did not speed up our small models
-    peak_flops=312e12 if on_cuda else 290e9,  # A100 bf16 peak as nanoGPT; our 2-core CPU's measured fp32 matmul peak
 )
 config = apply_config(defaults, sys.argv[1:])
 globals().update(config)  # as in nanoGPT, every setting is a plain global from here on
@@ -120,8 +120,15 @@ def fail(msg):
         if debug and sys.exc_info()[0] is not None:
             traceback.print_exc()
         print(f"error: {msg}", file=sys.stderr)
+        if os.environ.get('TORCHELASTIC_ERROR_FILE'):  # torchrun then shows it in its failure report, not <N/A>
+            with contextlib.suppress(OSError), open(os.environ['TORCHELASTIC_ERROR_FILE'], 'w') as f:
+                json.dump({'message': f"error: {msg}", 'timestamp': int(time.time())}, f)
     if dist.is_initialized():
-        dist.destroy_process_group()
+        # end at once: tearing the process group down while the other ranks exit too can abort in gloo
+        # ("terminate called without an active exception") below the message
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
     sys.exit(1)
 
 
@@ -154,9 +161,22 @@ if ddp:
     dist.init_process_group(backend=backend or ('nccl' if device.startswith('cuda') else 'gloo'))
 else:
     rank, world_size = 0, 1
+
+
+def agreed(error):
+    """The outcome of a check that rank 0 alone makes (an error message, or None), shared with every process,
+    so that all of them stop together instead of waiting for rank 0 in their next collective."""
+    if ddp:
+        shared = [error]
+        dist.broadcast_object_list(shared, src=0)
+        return shared[0]
+    return error
+
+
 seed_offset = rank  # each process draws its own training batches
 device_type = 'cuda' if device.startswith('cuda') else 'cpu'  # for autocast and fused AdamW
 tokens_per_iter = gradient_accumulation_steps * world_size * batch_size * block_size
+error = None
 if master_process:
     for k, v in config.items():
         if v != defaults[k]:
@@ -166,13 +186,20 @@ if master_process:
         os.makedirs(out_dir, exist_ok=True)
         tempfile.TemporaryFile(dir=out_dir).close()
     except OSError as e:
-        fail(f"cannot write to out_dir='{out_dir}' ({e.strerror or e}); choose a writable --out_dir.")
+        error = f"cannot write to out_dir='{out_dir}' ({e.strerror or e}); choose a writable --out_dir."
+if error := agreed(error):
+    fail(error)
 torch.manual_seed(seed + seed_offset)
 if device_type == 'cuda':
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
 ptdtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}[dtype]
 ctx = contextlib.nullcontext() if dtype == 'float32' else torch.amp.autocast(device_type=device_type, dtype=ptdtype)
+peak_source = "set by peak_flops"
+if not peak_flops:
+    peak_flops, peak_source = device_peak_flops(device, dtype)
+if master_process:
+    print(f"MFU is against a peak of {peak_flops / 1e12:,.3g} TFLOP/s: {peak_source}")
 
 # -----------------------------------------------------------------------------
 # data: uint16 GPT-2 tokens in train.bin / val.bin (nanoGPT's format)
@@ -238,7 +265,8 @@ if meta_vocab_size and master_process:
 iter_num = 0  # optimizer steps taken
 best_val_loss = 1e9
 checkpoint = None
-ckpt_path = os.path.join(out_dir, 'ckpt.pt')
+ckpt_path = os.path.join(out_dir, 'ckpt.pt')  # the latest state
+best_path = os.path.join(out_dir, 'best.pt')  # the weights of the best val loss so far
 if init_from == 'scratch':
     model_args = {f.name: config[f.name] for f in dataclasses.fields(GPTConfig)}
     if vocab_size is None:
@@ -300,8 +328,19 @@ if checkpoint is not None:
     if len(states) != len(optimizers):
         fail(f"the checkpoint holds the state of {len(states)} optimizer(s), but optimizer='{optimizer}' "
              f"uses {len(optimizers)}; resume with the optimizer it was trained with.")
+    # the optimizers' state (moments, momentum buffers) comes from the checkpoint, their settings from this run:
+    # load_state_dict would bring back the old groups' lr_scale (hence the old muon_lr), weight decay and betas
     for opt, state in zip(optimizers, states):
+        settings = [{k: v for k, v in group.items() if k != 'params'} for group in opt.param_groups]
         opt.load_state_dict(state)
+        for group, setting in zip(opt.param_groups, settings):
+            group.update(setting)
+    if checkpoint.get('scaler') and scaler.is_enabled():
+        scaler.load_state_dict(checkpoint['scaler'])
+    changed = [f"{k} {v!r} -> {config[k]!r}" for k, v in checkpoint.get('config', {}).items()
+               if k in config and k != 'init_from' and config[k] != v]
+    if changed and master_process:
+        print(f"resuming with settings that differ from the checkpoint's run: {', '.join(changed)}")
     rng = checkpoint.get('rng', [])
     if len(rng) == world_size:
         train_gen.set_state(rng[rank]['data'])
@@ -315,6 +354,9 @@ if checkpoint is not None:
               f"new ones start from seed {seed}")
 checkpoint = None  # free memory
 
+# return_logits=False lets the model skip the full logits: on CPU its loss goes through the chunked head (on CUDA
+# it takes the plain cross-entropy either way); asking for the logits takes that plain path on CPU too
+full_logits = not chunked_head
 fwd_model = raw_model
 if compile:
     if master_process:
@@ -333,7 +375,7 @@ def estimate_loss():
         for i in range(0, len(offsets), batch_size):
             X, Y = load_windows(split, offsets[i:i + batch_size])
             with ctx:
-                _, loss = fwd_model(X, Y, return_logits=False)
+                _, loss = fwd_model(X, Y, return_logits=full_logits)
             total += loss.double() * len(X)
         if ddp:
             dist.all_reduce(total)
@@ -366,8 +408,25 @@ def git_commit():
 commit = git_commit() if master_process else None
 
 
-def save_checkpoint():
-    """Called by every process (each contributes its data stream and RNG states); rank 0 writes the file."""
+def write_atomically(obj, path):
+    """torch.save to path.tmp, flushed, fsynced and renamed over path, so a crash never leaves a damaged file."""
+    tmp_path = path + '.tmp'
+    try:
+        with open(tmp_path, 'wb') as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_path, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp_path)
+        raise
+
+
+def save_checkpoint(best=False):
+    """ckpt.pt: the latest state, what --init_from=resume reads; with best also best.pt: the weights alone, what
+    sample.py, eval.py and eval_downstream read. Called by every process (each contributes its data stream and RNG
+    states); rank 0 writes the files, and if that fails every process stops."""
     rng = {'data': train_gen.get_state(), 'epoch_order': epoch_order.state_dict(), 'torch': torch.get_rng_state()}
     if device_type == 'cuda':
         rng['cuda'] = torch.cuda.get_rng_state(device)
@@ -376,35 +435,34 @@ def save_checkpoint():
         dist.all_gather_object(rngs, rng)
     else:
         rngs = [rng]
-    if not master_process:
-        return
-    checkpoint = {
-        'model': raw_model.state_dict(),  # the uncompiled, unwrapped module: no _orig_mod./module. prefixes
-        'optimizer': [opt.state_dict() for opt in optimizers],
-        'model_args': model_args,
-        'iter_num': iter_num,
-        'best_val_loss': best_val_loss,
-        'config': config,
-        'rng': rngs,
-        'torch_version': str(torch.__version__),
-        'git_commit': commit,
-    }
-    print(f"saving checkpoint to {out_dir}")
-    # write a temporary file and rename it over the old one, so a crash never leaves a damaged checkpoint
-    tmp_path = ckpt_path + '.tmp'
-    try:
-        with open(tmp_path, 'wb') as f:
-            torch.save(checkpoint, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_path, ckpt_path)
-        if keep_checkpoints > 0:
-            keep_copy()
-    except OSError as e:  # a full disk, a lost mount, ...
-        with contextlib.suppress(OSError):
-            os.remove(tmp_path)
-        fail(f"could not save a checkpoint in {out_dir} at iter {iter_num} ({e.strerror or e}), so training stops; "
-             f"{ckpt_path} still holds the last good one: free some space (or pick another --out_dir) and resume.")
+    error = None
+    if master_process:
+        checkpoint = {
+            'model': raw_model.state_dict(),  # the uncompiled, unwrapped module: no _orig_mod./module. prefixes
+            'optimizer': [opt.state_dict() for opt in optimizers],
+            'scaler': scaler.state_dict(),  # float16's loss scale; empty otherwise
+            'model_args': model_args,
+            'iter_num': iter_num,
+            'best_val_loss': best_val_loss,
+            'config': config,
+            'rng': rngs,
+            'torch_version': str(torch.__version__),
+            'git_commit': commit,
+        }
+        print(f"saving checkpoint to {out_dir}" + (" (ckpt.pt and best.pt)" if best else " (ckpt.pt)"))
+        try:
+            write_atomically(checkpoint, ckpt_path)
+            if keep_checkpoints > 0:
+                keep_copy()
+            if best:
+                write_atomically({k: v for k, v in checkpoint.items() if k not in ('optimizer', 'scaler', 'rng')},
+                                 best_path)
+        except OSError as e:  # a full disk, a lost mount, ...
+            error = (f"could not save a checkpoint in {out_dir} at iter {iter_num} ({e.strerror or e}), so training "
+                     f"stops; {ckpt_path} still holds the last good one: free some space (or pick another --out_dir) "
+                     f"and resume.")
+    if error := agreed(error):
+        fail(error)
 
 
 def keep_copy():
@@ -454,11 +512,15 @@ def record(row, console):
             f.write(json.dumps(row) + '\n')
 
 
+error = None
 if wandb_log and master_process:
     try:
         import wandb
     except ImportError:
-        fail("wandb_log=True but wandb is not installed: `pip install wandb`, or set --wandb_log=False.")
+        error = "wandb_log=True but wandb is not installed: `pip install wandb`, or set --wandb_log=False."
+if error := agreed(error):
+    fail(error)
+if wandb_log and master_process:
     wandb.init(project=wandb_project, name=wandb_run_name, config=config)
 
 # SIGTERM (a scheduler's preemption) and SIGINT (Ctrl-C) ask the loop to save and stop after the current
@@ -509,10 +571,11 @@ while True:
         if wandb_log and master_process:
             wandb.log({'iter': iter_num, 'train/loss': losses['train'], 'val/loss': losses['val'], 'lr': lr,
                        **{f'scalars/{k}': v for k, v in scalars.items()}})
-        if losses['val'] < best_val_loss or always_save_checkpoint:
-            best_val_loss = min(best_val_loss, losses['val'])
-            if iter_num > start_iter:  # nothing new to save at the start (or on resuming)
-                save_checkpoint()
+        improved = losses['val'] < best_val_loss
+        best_val_loss = min(best_val_loss, losses['val'])
+        # nothing new to save at the start (or on resuming); at the end ckpt.pt always gets the latest state
+        if iter_num > start_iter and (improved or always_save_checkpoint or iter_num >= max_iters):
+            save_checkpoint(best=improved)
         eval_time += time.time() - t_eval
         log_t0 += time.time() - t_eval
     if iter_num >= max_iters or eval_only:
@@ -526,7 +589,7 @@ while True:
             # sync gradients only at the last micro step (nanoGPT's lighter form of model.no_sync())
             model.require_backward_grad_sync = (micro_step == gradient_accumulation_steps - 1)
         with ctx:
-            _, loss = model(X, Y, return_logits=False)  # on CPU: the chunked head, no full logits
+            _, loss = model(X, Y, return_logits=full_logits)
             loss = loss / gradient_accumulation_steps  # scale the loss to account for gradient accumulation
         loss_sum += loss.detach()
         scaler.scale(loss).backward()
@@ -592,7 +655,9 @@ if master_process:
     train_time = time.time() - t_start - eval_time
     run_tokens = (iter_num - start_iter) * tokens_per_iter
     print(f"done: {iter_num} iters, best val loss {best_val_loss:.4f}, {iter_num * tokens_per_iter:,} tokens seen, "
-          f"wall time {time.time() - t_start:.1f}s, {run_tokens / max(train_time, 1e-9):,.0f} tokens/s (training)")
+          f"wall time {time.time() - t_start:.1f}s, {run_tokens / max(train_time, 1e-9):,.0f} tokens/s (training)"
+          + (f", peak CUDA memory {torch.cuda.max_memory_allocated(device) / 2 ** 30:.2f} GiB" if device_type == 'cuda'
+             else ""))
     # loss curves from metrics.jsonl
     import matplotlib
     matplotlib.use('Agg')
@@ -614,9 +679,10 @@ if master_process:
     if eval_downstream:
         from eval import EvalError, run_downstream
         best, best_iter = raw_model, iter_num
-        if os.path.exists(ckpt_path):  # the paper scores the best-val checkpoint
-            checkpoint = torch.load(ckpt_path, map_location=device, weights_only=True)
+        if os.path.exists(best_path):  # the paper scores the best-val checkpoint
+            checkpoint = torch.load(best_path, map_location=device, weights_only=True)
             best, best_iter = GPT.from_checkpoint(checkpoint).to(device), checkpoint['iter_num']
+        print(f"downstream evaluation of {best_path if best is not raw_model else 'the final weights'} (iter {best_iter})")
         best.eval()
         try:
             run_downstream(best, out_dir, [t for t in downstream_tasks.split(',') if t], iter_num=best_iter,

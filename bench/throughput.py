@@ -22,7 +22,8 @@ a rotated order, so a shared machine's slow spells hit all variants alike; the t
 Peak memory is the worker's peak RSS on CPU (VmHWM, so ~0.2 GB of Python and torch included;
 the JSON has that baseline as base_mem_bytes) and torch.cuda.max_memory_allocated on CUDA.
 MFU is model.flops_per_token() x tokens/s over a peak: on CPU the matmul peak measured here first
-(large square matmuls in the same dtype and threads); on CUDA the bf16 peak of a known device, else measured.
+(large square matmuls in the same dtype and threads); on CUDA the spec-sheet peak of a known device for the dtype
+(model.py's table), else measured.
 Each step's CPU time (all threads) is measured too. "CPU time vs gd" compares tokens per CPU-second,
 which other jobs on a shared machine disturb far less than wall-clock time; the line below the table
 says what share of their threads' time the steps got (near 100% on an idle machine).
@@ -52,7 +53,7 @@ from tqdm import tqdm  # noqa: E402
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # the repo root, from anywhere
 from configurator import apply_config  # noqa: E402
-from model import GPT, GPTConfig, RESIDUALS, SPLITTINGS  # noqa: E402
+from model import GPT, GPTConfig, RESIDUALS, SPLITTINGS, measure_peak_flops, table_peak_flops  # noqa: E402
 
 cuda = torch.cuda.is_available()
 defaults = dict(
@@ -76,8 +77,6 @@ defaults = dict(
     json='',  # also write the results to this file
     plot='',  # also draw tokens/s and peak memory relative to gd into this PNG
 )
-# dense bf16 peaks (FLOP/s) of known GPUs, matched in order against torch.cuda.get_device_name()
-GPU_BF16_PEAK = [('H100 PCIe', 756e12), ('H100 NVL', 835e12), ('H100', 989e12), ('H200', 989e12), ('A100', 312e12)]
 DTYPES = {'float32': torch.float32, 'bfloat16': torch.bfloat16}
 
 
@@ -208,28 +207,12 @@ def machine_name():
         return platform.processor() or platform.machine()
 
 
-def matmul_peak():
-    """Best FLOP/s of large square matmuls in the bench's dtype and threads."""
-    n = 8192 if on_cuda else 2048  # 2048: as fast as larger sizes on our CPU, and ~0.1 s a product
-    a, b = (torch.randn(n, n, device=device, dtype=DTYPES[dtype]) for _ in range(2))
-    best = 0.0
-    for i in range(11):  # the first is a warm-up
-        if on_cuda:
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        a @ b
-        if on_cuda:
-            torch.cuda.synchronize()
-        if i:
-            best = max(best, 2 * n ** 3 / (time.perf_counter() - t0))
-    return best
-
-
 load_start = os.getloadavg()
 name_of_machine = machine_name()
-known = [p for key, p in GPU_BF16_PEAK if key in name_of_machine] if on_cuda and dtype == 'bfloat16' else []
-peak_flops = known[0] if known else matmul_peak()
-peak_source = f"{name_of_machine} bf16 spec sheet" if known else "measured"
+known = table_peak_flops(name_of_machine, dtype) if on_cuda else None  # model.py's table of GPU peaks
+# else large square matmuls in the bench's dtype and threads; 2048 on CPU: as fast as larger sizes on our CPU
+peak_flops = known or measure_peak_flops(device, dtype, max_n=8192 if on_cuda else 2048, repeats=10)
+peak_source = f"{name_of_machine} {dtype} spec sheet" if known else "measured"
 machine = dict(name=name_of_machine, device=device, threads=torch.get_num_threads(), torch=torch.__version__,
                python=platform.python_version(), date=datetime.datetime.now().isoformat(timespec='seconds'),
                omp_wait_policy=os.environ['OMP_WAIT_POLICY'], peak_flops=peak_flops, peak_source=peak_source,

@@ -262,8 +262,8 @@ def case_truncated_checkpoint(c):
 
 def case_truncated_checkpoint_sample(c):
     run = copy_run(c.trained, c.tmp_path)
-    data = (run / "ckpt.pt").read_bytes()
-    (run / "ckpt.pt").write_bytes(data[:len(data) // 2])
+    data = (run / "best.pt").read_bytes()
+    (run / "best.pt").write_bytes(data[:len(data) // 2])
     return ["sample.py", f"--out_dir={run}", "--device=cpu"], ["could not load", "damaged"]
 
 
@@ -275,18 +275,18 @@ def case_resume_as_another_architecture(c):
 
 def case_weights_of_another_architecture(c):
     run = copy_run(c.trained, c.tmp_path)
-    ckpt = torch.load(run / "ckpt.pt", map_location="cpu", weights_only=True)
+    ckpt = torch.load(run / "best.pt", map_location="cpu", weights_only=True)
     ckpt["model_args"]["residual"] = "nesterov"  # but the weights are gd's
-    torch.save(ckpt, run / "ckpt.pt")
+    torch.save(ckpt, run / "best.pt")
     return ["sample.py", f"--out_dir={run}", "--device=cpu"], ["do not fit its model_args", "missing"]
 
 
 def case_sample_vocab_mismatch(c):
     run = copy_run(c.trained, c.tmp_path)
     d = data_dir(c.tmp_path, b"", char_meta(65))
-    ckpt = torch.load(run / "ckpt.pt", map_location="cpu", weights_only=True)
+    ckpt = torch.load(run / "best.pt", map_location="cpu", weights_only=True)
     ckpt["config"]["dataset"] = str(d)  # a GPT-2 vocabulary model, a character tokenizer
-    torch.save(ckpt, run / "ckpt.pt")
+    torch.save(ckpt, run / "best.pt")
     return ["sample.py", f"--out_dir={run}", "--device=cpu"], ["vocabulary of 50304", "has 65", "do not belong"]
 
 

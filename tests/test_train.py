@@ -138,7 +138,7 @@ def test_ddp_two_processes(tiny_data, tmp_path, run_script):
                    "--eval_interval=3")
     assert r.returncode == 0, r.stderr
     # rank 0 alone writes: one metrics line per log/eval step, one log line per iteration
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.pt", "loss.png", "metrics.jsonl"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "ckpt.pt", "loss.png", "metrics.jsonl"]
     rows = metrics(tmp_path)
     assert [r["iter"] for r in rows if r["val_loss"] is None] == list(range(6))
     assert [r["iter"] for r in rows if r["val_loss"] is not None] == [0, 3, 6]

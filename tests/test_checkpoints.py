@@ -1,0 +1,110 @@
+"""Best and latest checkpoints: ckpt.pt is the latest state (what resume reads), best.pt the weights of the best
+val loss (what sample.py, eval.py and eval_downstream read); a resumed run takes the schedule it is given."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import REPO, TINY
+from model import checkpoint_path
+from test_reliability import run_patched
+from test_train import losses, metrics
+
+
+def val_losses(out_dir):
+    return {r["iter"]: r["val_loss"] for r in metrics(out_dir) if r["val_loss"] is not None}
+
+
+def weights(path):
+    return torch.load(path, map_location="cpu", weights_only=True)["model"]
+
+
+def test_sigterm_after_an_eval_that_did_not_improve(tiny_data, tmp_path, run_script):
+    """always_save_checkpoint=False, as every paper config. After the warmup (5 iters) the learning rate climbs to 10,
+    so every val loss after iter 5's is worse; SIGTERM right after the eval at iter 15. best.pt must still hold iter
+    5's weights (main wrote the stopped state over its only checkpoint), ckpt.pt the stopped state, and resuming
+    from ckpt.pt must give the uninterrupted run's losses."""
+    args = [*TINY, f"--dataset={tiny_data}", "--max_iters=20", "--eval_interval=5", "--always_save_checkpoint=False",
+            "--lr_decay_iters=10", "--min_lr=10"]
+    full = tmp_path / "full"
+    r = run_script("train.py", *args, f"--out_dir={full}", "--keep_checkpoints=5")
+    assert r.returncode == 0, r.stderr
+    evals = val_losses(full)
+    assert evals[5] < evals[0] and evals[5] < min(evals[i] for i in (10, 15, 20)), evals  # the schedule does its job
+    # every saved state is kept as ckpt-<iter>.pt: at the eval that improved, and at the end
+    assert sorted(p.name for p in full.glob("ckpt-*.pt")) == ["ckpt-00000005.pt", "ckpt-00000020.pt"]
+
+    run = tmp_path / "run"
+    p = subprocess.Popen([sys.executable, "train.py", *args, f"--out_dir={run}"], cwd=REPO,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    deadline = time.time() + 120
+    while p.poll() is None and time.time() < deadline:
+        if (run / "metrics.jsonl").exists() and 15 in val_losses(run):
+            break
+        time.sleep(0.01)
+    p.send_signal(signal.SIGTERM)
+    stdout, stderr = p.communicate(timeout=120)
+    assert p.returncode == 128 + signal.SIGTERM, stderr
+    latest = torch.load(run / "ckpt.pt", map_location="cpu", weights_only=True)
+    best = torch.load(run / "best.pt", map_location="cpu", weights_only=True)
+    assert 15 < latest["iter_num"] < 20, stdout
+    assert best["iter_num"] == 5 and best["best_val_loss"] == evals[5]
+    assert "optimizer" not in best and "rng" not in best  # the weights and what describes them
+    reference = weights(full / "ckpt-00000005.pt")  # the state the uninterrupted run saved at iter 5
+    assert all(torch.equal(best["model"][k], reference[k]) for k in reference)
+    assert not all(torch.equal(latest["model"][k], reference[k]) for k in reference)
+
+    # sample.py reads best.pt by default
+    r = run_script("sample.py", f"--out_dir={run}", "--num_samples=1", "--max_new_tokens=2", "--device=cpu")
+    assert r.returncode == 0, r.stderr
+    assert f"sampling from {run / 'best.pt'} (iter 5)" in r.stderr
+
+    r = run_script("train.py", *args, f"--out_dir={run}", "--init_from=resume")
+    assert r.returncode == 0, r.stderr
+    assert losses(run) == losses(full)
+    for name, iter_num in (("ckpt.pt", 20), ("best.pt", 5)):  # as the uninterrupted run's
+        assert torch.load(run / name, map_location="cpu", weights_only=True)["iter_num"] == iter_num
+        assert all(torch.equal(a, b) for a, b in zip(weights(run / name).values(), weights(full / name).values()))
+
+
+def test_checkpoint_path(tmp_path):
+    assert checkpoint_path(tmp_path) == str(tmp_path / "ckpt.pt")  # no best.pt (nanoGPT's runs): ckpt.pt
+    (tmp_path / "best.pt").write_bytes(b"")
+    assert checkpoint_path(tmp_path) == str(tmp_path / "best.pt")
+    assert checkpoint_path(tmp_path, "latest") == str(tmp_path / "ckpt.pt")
+    with pytest.raises(ValueError, match="checkpoint='last' is not one of 'best', 'latest'"):
+        checkpoint_path(tmp_path, "last")
+
+
+# every Muon step prints the learning rate of its group
+MUON_LR = """
+import torch
+_step = torch.optim.Muon.step
+def step(self, *args, **kwargs):
+    print(f"muon lr {self.param_groups[0]['lr']!r}")
+    return _step(self, *args, **kwargs)
+torch.optim.Muon.step = step
+"""
+
+
+def test_resume_takes_the_new_muon_lr(tiny_data, tmp_path, run_script):
+    """A checkpoint restores the optimizers' state, and used to restore Muon's old lr_scale (muon_lr /
+    learning_rate) with it: --muon_lr on resuming did nothing. The rate Muon steps with must follow the new one."""
+    args = [*TINY, f"--dataset={tiny_data}", f"--out_dir={tmp_path}", "--optimizer=muon", "--eval_interval=4"]
+    r = run_patched(run_script, MUON_LR, "train.py", *args, "--max_iters=4", "--muon_lr=0.02")
+    assert r.returncode == 0, r.stderr
+    used = [float(line.split()[-1]) for line in r.stdout.splitlines() if line.startswith("muon lr")]
+    assert used == pytest.approx([row["lr"] * 0.02 / 1e-2 for row in metrics(tmp_path) if row["val_loss"] is None])
+    r = run_patched(run_script, MUON_LR, "train.py", *args, "--max_iters=8", "--muon_lr=0.005", "--init_from=resume")
+    assert r.returncode == 0, r.stderr
+    assert "resuming with settings that differ from the checkpoint's run: muon_lr 0.02 -> 0.005, max_iters 4 -> 8" \
+        in r.stdout
+    used = [float(line.split()[-1]) for line in r.stdout.splitlines() if line.startswith("muon lr")]
+    scheduled = [row["lr"] for row in metrics(tmp_path) if row["val_loss"] is None and row["iter"] >= 4]
+    assert len(used) == len(scheduled) == 4
+    assert used == pytest.approx([lr * 0.005 / 1e-2 for lr in scheduled])
