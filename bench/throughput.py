@@ -127,9 +127,9 @@ def worker():
     def send(**msg):
         print(jsonlib.dumps(msg), file=answer, flush=True)
 
-    v0_table = model.transformer['vte'].weight.numel() if 'vte' in model.transformer else 0
+    v0_tables = sum(model.transformer[t].weight.numel() for t in ('vte', 'vpe') if t in model.transformer)
     send(params=model.get_num_params(non_embedding=False), params_non_embedding=model.get_num_params(),
-         v0_table_params=v0_table,
+         v0_table_params=v0_tables,
          flops_per_token=model.flops_per_token(), oracle_calls=model.transformer.h[0].oracle_calls,
          threads=torch.get_num_threads(), base_mem_bytes=None if on_cuda else base_mem)
     for line in sys.stdin:
@@ -286,7 +286,7 @@ for row in results:
     row['mem_ratio_to_gd'] = row['peak_mem_bytes'] / gd['peak_mem_bytes']
     # tokens per CPU-second vs gd: what the variant costs even when other jobs take the cores now and then
     row['cpu_ratio_to_gd'] = None if on_cuda else gd['cpu_ms_per_step'] / row['cpu_ms_per_step']
-    # the memory a variant may add to gd's: its V_0 token table's own states (weights, gradient, two AdamW
+    # the memory a variant may add to gd's: its V_0 tables' own states (weights, gradient, two AdamW
     # moments, float32) plus 10% of gd's peak
     row['mem_over_gd_bytes'] = row['peak_mem_bytes'] - gd['peak_mem_bytes']
     row['mem_allowance_bytes'] = 16 * row['v0_table_params'] + 0.1 * gd['peak_mem_bytes']

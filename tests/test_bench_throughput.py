@@ -52,9 +52,9 @@ def test_json_records(toy):
         assert r["ratio_to_gd"] == pytest.approx(r["tokens_per_s"] / gd["tokens_per_s"])
         assert r["cpu_ratio_to_gd"] == pytest.approx(gd["cpu_ms_per_step"] / r["cpu_ms_per_step"])
     assert gd["ratio_to_gd"] == gd["mem_ratio_to_gd"] == gd["cpu_ratio_to_gd"] == 1.0
-    # the memory target: V_0's token table's weights, gradient and two AdamW moments, plus 10% of gd's peak
-    assert (gd["v0_table_params"], nesterov["v0_table_params"]) == (0, 64 * 32)
-    assert nesterov["mem_allowance_bytes"] == pytest.approx(16 * 64 * 32 + 0.1 * gd["peak_mem_bytes"])
+    # the memory target: V_0's token and position tables' weights, gradient and two AdamW moments, + 10% of gd's peak
+    assert (gd["v0_table_params"], nesterov["v0_table_params"]) == (0, (64 + 16) * 32)
+    assert nesterov["mem_allowance_bytes"] == pytest.approx(16 * (64 + 16) * 32 + 0.1 * gd["peak_mem_bytes"])
     assert nesterov["mem_over_gd_bytes"] == nesterov["peak_mem_bytes"] - gd["peak_mem_bytes"]
     assert (gd["oracle_calls"], nesterov["oracle_calls"]) == (2, 4)
     assert nesterov["imex_iters"] == 2 and nesterov["splitting"] == "imex"
