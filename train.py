@@ -612,14 +612,11 @@ if master_process:
     plt.grid(alpha=0.3)
     plt.savefig(os.path.join(out_dir, 'loss.png'), dpi=100)
     if eval_downstream:
-        from eval import EvalError, run_downstream
-        best, best_iter = raw_model, iter_num
-        if os.path.exists(ckpt_path):  # the paper scores the best-val checkpoint
-            checkpoint = torch.load(ckpt_path, map_location=device, weights_only=True)
-            best, best_iter = GPT.from_checkpoint(checkpoint).to(device), checkpoint['iter_num']
-        best.eval()
+        # lm-eval on the best-val checkpoint, as the paper; the same path as `python eval.py --out_dir=...`
+        from eval import EvalError, load_model, run_downstream
         try:
-            run_downstream(best, out_dir, [t for t in downstream_tasks.split(',') if t], iter_num=best_iter,
+            lm, best_iter = load_model(ckpt_path, device)
+            run_downstream(lm, out_dir, [t for t in downstream_tasks.split(',') if t], iter_num=best_iter,
                            limit=downstream_limit,
                            files={'hellaswag': hellaswag_file, 'arc_easy': arc_easy_file},
                            fewshot_files={'hellaswag': hellaswag_fewshot_file, 'arc_easy': arc_easy_fewshot_file})
