@@ -1,5 +1,6 @@
 """Failures cost little: preemption saves and resumes exactly, bad steps are skipped, two DDP processes train as
 one, and every bad input in the README's catalogue stops with one sentence and leaves existing files alone."""
+import argparse
 import json
 import os
 import re
@@ -279,6 +280,15 @@ def case_weights_of_another_architecture(c):
     ckpt["model_args"]["residual"] = "nesterov"  # but the weights are gd's
     torch.save(ckpt, run / "ckpt.pt")
     return ["sample.py", f"--out_dir={run}", "--device=cpu"], ["do not fit its model_args", "missing"]
+
+
+def case_pickled_object_in_checkpoint(c):
+    run = copy_run(c.trained, c.tmp_path)
+    ckpt = torch.load(run / "ckpt.pt", map_location="cpu", weights_only=True)
+    # a pickled instance of a class: unpickling it would call code named in the file (here argparse's, harmless)
+    ckpt["config"]["extra"] = argparse.Namespace(note="any object")
+    torch.save(ckpt, run / "ckpt.pt")
+    return ["eval.py", f"--out_dir={run}", "--device=cpu"], ["pickled Python object", "argparse.Namespace", "refused"]
 
 
 def case_sample_vocab_mismatch(c):
