@@ -507,8 +507,8 @@ while True:
                f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}"
                + scalar_lines(scalars))
         if wandb_log and master_process:
-            wandb.log({'iter': iter_num, 'train/loss': losses['train'], 'val/loss': losses['val'], 'lr': lr,
-                       **{f'scalars/{k}': v for k, v in scalars.items()}})
+            wandb.log({'train/loss': losses['train'], 'val/loss': losses['val'], 'lr': lr,
+                       **{f'scalars/{k}': v for k, v in scalars.items()}}, step=iter_num)
         if losses['val'] < best_val_loss or always_save_checkpoint:
             best_val_loss = min(best_val_loss, losses['val'])
             if iter_num > start_iter:  # nothing new to save at the start (or on resuming)
@@ -573,6 +573,8 @@ while True:
                 'tokens_per_s': tokens_per_s, 'mfu': mfu},
                f"iter {iter_num}: loss {lossf:.4f}, time {dt * 1000:.2f}ms, mfu {mfu * 100:.2f}%, "
                f"{tokens_per_s:,.0f} tok/s")
+        if wandb_log and master_process:
+            wandb.log({'train/batch_loss': lossf, 'lr': lr, 'tokens_per_s': tokens_per_s, 'mfu': mfu}, step=iter_num)
         log_t0, log_iters = time.time(), 0
     iter_num += 1
     pbar.update()

@@ -1,8 +1,8 @@
 """train.py end to end on real TinyStories tokens, with tiny models (2 layers, width 32, context 32)."""
-import importlib.util
 import json
 import os
 import shutil
+import struct
 import subprocess
 import sys
 
@@ -124,31 +124,72 @@ def test_eval_windows_do_not_depend_on_seed(trained, tiny_data, tmp_path, run_sc
     assert (row["iter"], row["val_loss"], row["train_loss"]) == (30, final["val_loss"], final["train_loss"])
 
 
-@pytest.mark.skipif(importlib.util.find_spec("wandb") is not None, reason="needs a machine without wandb")
 def test_wandb_missing(tiny_data, tmp_path, run_script):
-    r = run_script("train.py", *TINY, f"--dataset={tiny_data}", f"--out_dir={tmp_path}", "--wandb_log=True")
+    # None in sys.modules makes `import wandb` raise ImportError, as on a machine without it
+    code = "import runpy, sys\nsys.modules['wandb'] = None\nsys.argv = ['train.py', *sys.argv[1:]]\n" \
+           "runpy.run_path('train.py', run_name='__main__')"
+    r = run_script("-c", code, *TINY, f"--dataset={tiny_data}", f"--out_dir={tmp_path}", "--wandb_log=True")
     one_sentence_error(r, "wandb", "pip install wandb")
+
+
+def wandb_history(wandb_dir):
+    """The history rows ({key: value} per step) of the one offline run under wandb_dir, read from its .wandb file:
+    wandb's own Record protobufs in a LevelDB-style log (a 7-byte file header, then 32 KiB blocks of chunks, each
+    with a 7-byte header: CRC-32, length, type 1 full / 2 first / 3 middle / 4 last)."""
+    from wandb.proto import wandb_internal_pb2
+    [path] = wandb_dir.glob("wandb/offline-run-*/run-*.wandb")
+    data, pos, chunk, rows = path.read_bytes(), 7, b"", []
+    while pos + 7 <= len(data):
+        if 32768 - pos % 32768 < 7:  # a block's tail too short for a header is padding
+            pos += 32768 - pos % 32768
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        chunk, pos = chunk + data[pos + 7:pos + 7 + length], pos + 7 + length
+        if kind in (1, 4):
+            record = wandb_internal_pb2.Record.FromString(chunk)
+            chunk = b""
+            if record.WhichOneof("record_type") == "history":
+                rows.append({item.key or "/".join(item.nested_key): json.loads(item.value_json)
+                             for item in record.history.item})
+    return rows
 
 
 @pytest.mark.skipif(not (torch.distributed.is_available() and torch.distributed.is_gloo_available()),
                     reason="torch.distributed with gloo is not available")
-def test_ddp_two_processes(tiny_data, tmp_path, run_script):
+def test_ddp_two_processes_and_wandb(tiny_data, tmp_path, run_script):
+    """Two DDP processes on CPU, logging to wandb (offline): rank 0 alone writes files and makes the wandb run."""
+    out, wandb_dir = tmp_path / "out", tmp_path / "wandb"
+    wandb_dir.mkdir()
     r = run_script("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py", *TINY,
-                   f"--dataset={tiny_data}", f"--out_dir={tmp_path}", "--residual=nesterov", "--max_iters=6",
-                   "--eval_interval=3")
+                   f"--dataset={tiny_data}", f"--out_dir={out}", "--residual=nesterov", "--max_iters=6",
+                   "--eval_interval=3", "--wandb_log=True", WANDB_MODE="offline", WANDB_DIR=str(wandb_dir))
     assert r.returncode == 0, r.stderr
     # rank 0 alone writes: one metrics line per log/eval step, one log line per iteration
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.pt", "loss.png", "metrics.jsonl"]
-    rows = metrics(tmp_path)
+    assert sorted(p.name for p in out.iterdir()) == ["ckpt.pt", "loss.png", "metrics.jsonl"]
+    rows = metrics(out)
     assert [r["iter"] for r in rows if r["val_loss"] is None] == list(range(6))
     assert [r["iter"] for r in rows if r["val_loss"] is not None] == [0, 3, 6]
+    # one wandb run (wandb_history finds exactly one), whose history holds what metrics.jsonl holds, per step
+    history = {row["_step"]: row for row in wandb_history(wandb_dir)}
+    assert sorted(history) == list(range(7))
+    for row in rows:
+        logged = history[row["iter"]]
+        if row["val_loss"] is None:
+            assert (logged["train/batch_loss"], logged["tokens_per_s"], logged["mfu"], logged["lr"]) == \
+                pytest.approx((row["train_loss"], row["tokens_per_s"], row["mfu"], row["lr"]))
+        else:
+            assert (logged["train/loss"], logged["val/loss"], logged["lr"]) == \
+                pytest.approx((row["train_loss"], row["val_loss"], row["lr"]))
+            scalars = {k: v for k, v in row.items() if k.startswith("layer")}
+            assert len(scalars) == 2 * 2 * 3  # every layer's mu, beta, gamma of both substeps
+            assert {k: logged[f"scalars/{k}"] for k in scalars} == pytest.approx(scalars)
     assert r.stdout.count("iter 0: loss") == 1
     assert "tokens per iteration will be: 256" in r.stdout  # 4 x 32 tokens x 1 micro-step x 2 processes
-    ckpt = torch.load(tmp_path / "ckpt.pt", map_location="cpu", weights_only=True)
+    ckpt = torch.load(out / "ckpt.pt", map_location="cpu", weights_only=True)
     assert len(ckpt["rng"]) == 2 and not torch.equal(ckpt["rng"][0]["data"], ckpt["rng"][1]["data"])
     # the processes must not change gradient_accumulation_steps if it does not divide
     r = run_script("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py", *TINY,
-                   f"--dataset={tiny_data}", f"--out_dir={tmp_path}", "--gradient_accumulation_steps=3")
+                   f"--dataset={tiny_data}", f"--out_dir={out}", "--gradient_accumulation_steps=3")
     assert r.returncode != 0 and "must be divisible" in r.stderr
 
 
