@@ -429,13 +429,17 @@ def diverged(what, value):
 # metrics.jsonl: one line per log step and per eval step. A resumed run drops the lines from
 # iter_num on (they are redone) and appends.
 metrics_path = os.path.join(out_dir, 'metrics.jsonl')
+time_offset = 0.0
 if master_process:
     kept = []
     if init_from == 'resume' and os.path.exists(metrics_path):
         with open(metrics_path) as f:
-            kept = [line for line in f if json.loads(line)['iter'] < iter_num]
+            kept = [json.loads(line) for line in f]
+        kept = [row for row in kept if row['iter'] < iter_num]
     with open(metrics_path, 'w') as f:
-        f.writelines(kept)
+        f.writelines(json.dumps(row) + '\n' for row in kept)
+    # training seconds (evaluation excluded) go on from the interrupted run's, for plots against time
+    time_offset = max((row.get('time') or 0.0 for row in kept), default=0.0)
 
 
 def scalar_lines(scalars):
@@ -485,6 +489,12 @@ start_iter = iter_num
 bad_steps = 0  # non-finite steps in a row
 t_start = time.time()
 eval_time = 0.0  # time spent evaluating, kept out of tokens/s
+
+
+def train_seconds(now):
+    return time_offset + now - t_start - eval_time
+
+
 log_t0, log_iters = time.time(), 0
 pbar = tqdm(total=max_iters, initial=iter_num, disable=not master_process, dynamic_ncols=True)
 while True:
@@ -503,7 +513,7 @@ while True:
             if not math.isfinite(value):
                 diverged(f"the {split} loss", value)
         record({'iter': iter_num, 'train_loss': losses['train'], 'val_loss': losses['val'], 'lr': lr,
-                'tokens_per_s': None, 'mfu': None, **scalars},
+                'tokens_per_s': None, 'mfu': None, 'time': train_seconds(t_eval), **scalars},
                f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}"
                + scalar_lines(scalars))
         if wandb_log and master_process:
@@ -570,7 +580,7 @@ while True:
         mfu = raw_model.estimate_mfu(batch_size * gradient_accumulation_steps, dt, peak_flops)
         tokens_per_s = tokens_per_iter / dt
         record({'iter': iter_num, 'train_loss': lossf, 'val_loss': None, 'lr': lr,
-                'tokens_per_s': tokens_per_s, 'mfu': mfu},
+                'tokens_per_s': tokens_per_s, 'mfu': mfu, 'time': train_seconds(time.time())},
                f"iter {iter_num}: loss {lossf:.4f}, time {dt * 1000:.2f}ms, mfu {mfu * 100:.2f}%, "
                f"{tokens_per_s:,.0f} tok/s")
         if wandb_log and master_process:
@@ -595,24 +605,8 @@ if master_process:
     run_tokens = (iter_num - start_iter) * tokens_per_iter
     print(f"done: {iter_num} iters, best val loss {best_val_loss:.4f}, {iter_num * tokens_per_iter:,} tokens seen, "
           f"wall time {time.time() - t_start:.1f}s, {run_tokens / max(train_time, 1e-9):,.0f} tokens/s (training)")
-    # loss curves from metrics.jsonl
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    with open(metrics_path) as f:
-        rows = [json.loads(line) for line in f]
-    logs = [r for r in rows if r['val_loss'] is None]
-    evals = [r for r in rows if r['val_loss'] is not None]
-    plt.figure(figsize=(8, 5))
-    plt.plot([r['iter'] for r in logs], [r['train_loss'] for r in logs], alpha=0.4, label='train (batch)')
-    plt.plot([r['iter'] for r in evals], [r['train_loss'] for r in evals], 'o-', label='train (eval)')
-    plt.plot([r['iter'] for r in evals], [r['val_loss'] for r in evals], 'o-', label='val')
-    plt.xlabel('iter')
-    plt.ylabel('loss (nats/token)')
-    plt.title(f"{out_dir}: {model_args['residual']} / {model_args['splitting']}")
-    plt.legend()
-    plt.grid(alpha=0.3)
-    plt.savefig(os.path.join(out_dir, 'loss.png'), dpi=100)
+    from plot import plot_runs
+    plot_runs([out_dir], os.path.join(out_dir, 'loss.png'), labels=[f"{model_args['residual']}/{model_args['splitting']}"])
     if eval_downstream:
         # lm-eval on the best-val checkpoint, as the paper; the same path as `python eval.py --out_dir=...`
         from eval import EvalError, load_model, run_downstream

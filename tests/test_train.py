@@ -12,7 +12,7 @@ import torch
 from conftest import REPO, TINY
 from model import GPT, GPTConfig
 
-KEYS = {"iter", "train_loss", "val_loss", "lr", "tokens_per_s", "mfu"}
+KEYS = {"iter", "train_loss", "val_loss", "lr", "tokens_per_s", "mfu", "time"}
 
 
 def metrics(out_dir):
@@ -42,6 +42,8 @@ def test_training_lowers_loss(trained, residual):
     assert [r["iter"] for r in evals] == [0, 15, 30]
     assert [r["iter"] for r in logs] == list(range(30))
     assert all(r["tokens_per_s"] > 0 and r["mfu"] > 0 for r in logs)
+    times = [r["time"] for r in rows]  # training seconds, for plots against time
+    assert times == sorted(times) and times[-1] > 0
     # from ~ln(50304) = 10.8 at init, real text is learnt quickly (unigram statistics first)
     assert evals[0]["val_loss"] > 10.5
     assert evals[-1]["val_loss"] < evals[0]["val_loss"] - 2.0
@@ -87,6 +89,8 @@ def test_resume_matches_uninterrupted_run(trained, tiny_data, tmp_path, run_scri
     assert "resuming from" in r.stdout
     # same data stream, optimizer state and schedule: bit-identical losses
     assert losses(tmp_path) == losses(full)
+    times = [r["time"] for r in metrics(tmp_path)]  # the resumed run's training time goes on from the first's
+    assert times == sorted(times)
 
 
 def test_paper_recipe_lowers_loss_and_resumes_exactly(tiny_data, tmp_path, run_script):
