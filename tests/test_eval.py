@@ -323,7 +323,7 @@ def test_cli_smoke_with_local_files(tmp_path):
     assert all(0 <= r["acc"] <= 1 and 0 <= r["acc_norm"] <= 1 for r in records)
 
 
-def test_train_evaluates_its_best_checkpoint_downstream(tmp_path, tiny_data, run_script):
+def test_train_evaluates_its_best_checkpoint_downstream(tmp_path, tiny_data, run_here):
     from conftest import TINY
     arc_records = [flat(r) for r in ARC_NESTED]
     hs, arc = write_jsonl(tmp_path / "hs.jsonl", HELLASWAG), write_jsonl(tmp_path / "arc.jsonl", arc_records)
@@ -332,7 +332,7 @@ def test_train_evaluates_its_best_checkpoint_downstream(tmp_path, tiny_data, run
     hs_shots = write_jsonl(tmp_path / "hs_train.jsonl", [dict(r, ind=100 + i) for i, r in enumerate(HELLASWAG * 4)])
     arc_shots = write_jsonl(tmp_path / "arc_train.jsonl", [dict(r, id=f"t{i}") for i, r in enumerate(arc_records * 9)])
     out = tmp_path / "run"
-    r = run_script("train.py", *TINY, f"--dataset={tiny_data}", f"--out_dir={out}", "--residual=nesterov",
+    r = run_here("train.py", *TINY, f"--dataset={tiny_data}", f"--out_dir={out}", "--residual=nesterov",
                    "--max_iters=4", "--eval_interval=2", "--eval_downstream=True", "--downstream_limit=2",
                    f"--hellaswag_file={hs}", f"--hellaswag_fewshot_file={hs_shots}",
                    f"--arc_easy_file={arc}", f"--arc_easy_fewshot_file={arc_shots}")

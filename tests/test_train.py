@@ -1,9 +1,7 @@
 """train.py end to end on real TinyStories tokens, with tiny models (2 layers, width 32, context 32)."""
 import json
-import os
 import shutil
 import struct
-import subprocess
 import sys
 
 import pytest
@@ -93,25 +91,26 @@ def test_resume_matches_uninterrupted_run(trained, tiny_data, tmp_path, run_scri
     assert times == sorted(times)
 
 
-def test_paper_recipe_lowers_loss_and_resumes_exactly(tiny_data, tmp_path, run_script):
+def test_paper_recipe_lowers_loss_and_resumes_exactly(tiny_data, tmp_path, run_here):
     """The paper's optimizer and data order: Muon for the block matrices and AdamW for the rest, over shuffled
-    epochs; both optimizers' states and the position in the epochs go into the checkpoint."""
+    epochs; both optimizers' states and the position in the epochs go into the checkpoint. (The runs are compared
+    with each other only, so they all run in this process.)"""
     common = [*TINY, f"--dataset={tiny_data}", "--residual=nesterov", "--optimizer=muon", "--muon_lr=0.02",
               "--data_order=epoch", "--eval_interval=10"]
-    r = run_script("train.py", *common, f"--out_dir={tmp_path / 'full'}", "--max_iters=20")
+    r = run_here("train.py", *common, f"--out_dir={tmp_path / 'full'}", "--max_iters=20")
     assert r.returncode == 0, r.stderr
     evals = [r["val_loss"] for r in metrics(tmp_path / "full") if r["val_loss"] is not None]
     assert evals[-1] < evals[0] - 2.0
     ckpt = torch.load(tmp_path / "full" / "ckpt.pt", map_location="cpu", weights_only=True)
     assert len(ckpt["optimizer"]) == 2  # Muon's momentum buffers and AdamW's moments
     assert ckpt["rng"][0]["epoch_order"] == {"epoch": 0, "index": 20 * 2 * 4}  # 20 iters of 2 micro-batches of 4
-    r = run_script("train.py", *common, f"--out_dir={tmp_path / 'split'}", "--max_iters=10")
+    r = run_here("train.py", *common, f"--out_dir={tmp_path / 'split'}", "--max_iters=10")
     assert r.returncode == 0, r.stderr
-    r = run_script("train.py", *common, f"--out_dir={tmp_path / 'split'}", "--max_iters=20", "--init_from=resume")
+    r = run_here("train.py", *common, f"--out_dir={tmp_path / 'split'}", "--max_iters=20", "--init_from=resume")
     assert r.returncode == 0, r.stderr
     assert losses(tmp_path / "split") == losses(tmp_path / "full")
     # an AdamW checkpoint cannot silently resume under Muon
-    r = run_script("train.py", *TINY, f"--dataset={tiny_data}", f"--out_dir={tmp_path / 'split'}",
+    r = run_here("train.py", *TINY, f"--dataset={tiny_data}", f"--out_dir={tmp_path / 'split'}",
                    "--init_from=resume", "--max_iters=21")
     one_sentence_error(r, "optimizer")
 
@@ -128,11 +127,9 @@ def test_eval_windows_do_not_depend_on_seed(trained, tiny_data, tmp_path, run_sc
     assert (row["iter"], row["val_loss"], row["train_loss"]) == (30, final["val_loss"], final["train_loss"])
 
 
-def test_wandb_missing(tiny_data, tmp_path, run_script):
-    # None in sys.modules makes `import wandb` raise ImportError, as on a machine without it
-    code = "import runpy, sys\nsys.modules['wandb'] = None\nsys.argv = ['train.py', *sys.argv[1:]]\n" \
-           "runpy.run_path('train.py', run_name='__main__')"
-    r = run_script("-c", code, *TINY, f"--dataset={tiny_data}", f"--out_dir={tmp_path}", "--wandb_log=True")
+def test_wandb_missing(tiny_data, tmp_path, run_here, monkeypatch):
+    monkeypatch.setitem(sys.modules, "wandb", None)  # `import wandb` raises ImportError, as on a machine without it
+    r = run_here("train.py", *TINY, f"--dataset={tiny_data}", f"--out_dir={tmp_path}", "--wandb_log=True")
     one_sentence_error(r, "wandb", "pip install wandb")
 
 
@@ -197,23 +194,18 @@ def test_ddp_two_processes_and_wandb(tiny_data, tmp_path, run_script):
     assert r.returncode != 0 and "must be divisible" in r.stderr
 
 
-def test_every_config_trains_two_steps_when_shrunk(tiny_data, tmp_path):
+def test_every_config_trains_two_steps_when_shrunk(tiny_data, tmp_path, run_here):
     """Each config/*.py, shrunk to a 1-layer model on the tiny dataset, trains 2 steps: its keys, its choice of
-    variant, optimizer and data order all run. The configs run 4 processes at a time to keep this quick."""
+    variant, optimizer and data order all run (in this process: train.py as a script, one config after another)."""
     configs = sorted((REPO / "config").glob("*.py"))
     shrink = ["--n_layer=1", "--n_embd=32", "--n_head=2", "--block_size=32", "--batch_size=2",
               "--gradient_accumulation_steps=1", "--max_iters=2", "--eval_iters=1", "--eval_interval=2",
               "--log_interval=1", f"--dataset={tiny_data}", "--device=cpu", "--compile=False", "--dtype=float32",
               "--wandb_log=False", "--init_from=scratch", "--eval_downstream=False"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
     failed = []
-    for i in range(0, len(configs), 4):
-        procs = {c.name: subprocess.Popen([sys.executable, "train.py", c, *shrink, f"--out_dir={tmp_path / c.stem}"],
-                                          cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                          text=True) for c in configs[i:i + 4]}
-        for name, p in procs.items():
-            _, err = p.communicate(timeout=300)
-            if p.returncode != 0:
-                failed.append(f"{name}: {err.strip().splitlines()[-1] if err.strip() else p.returncode}")
+    for c in configs:
+        r = run_here("train.py", c, *shrink, f"--out_dir={tmp_path / c.stem}")
+        if r.returncode != 0:
+            failed.append(f"{c.name}: {r.stderr.strip().splitlines()[-1] if r.stderr.strip() else r.returncode}")
     assert not failed, "\n".join(failed)
     assert all(len(metrics(tmp_path / c.stem)) == 4 for c in configs)  # 2 log lines, 2 evals
