@@ -21,6 +21,9 @@ import tempfile
 import time
 import traceback
 
+if not sys.stdout.isatty():  # scheduler logs get no progress bars, ours or the libraries' (read at tqdm's import)
+    os.environ.setdefault('TQDM_DISABLE', '1')
+
 import numpy as np
 import torch
 import torch.distributed as dist
@@ -496,7 +499,8 @@ def train_seconds(now):
 
 
 log_t0, log_iters = time.time(), 0
-pbar = tqdm(total=max_iters, initial=iter_num, disable=not master_process, dynamic_ncols=True)
+pbar = tqdm(total=max_iters, initial=iter_num, disable=not master_process or not sys.stdout.isatty(),
+            dynamic_ncols=True)
 while True:
     # the learning rate of this iteration; the scalars' and Muon's groups run at a multiple of it
     lr = get_lr(iter_num) if decay_lr else learning_rate
@@ -606,7 +610,8 @@ if master_process:
     print(f"done: {iter_num} iters, best val loss {best_val_loss:.4f}, {iter_num * tokens_per_iter:,} tokens seen, "
           f"wall time {time.time() - t_start:.1f}s, {run_tokens / max(train_time, 1e-9):,.0f} tokens/s (training)")
     from plot import plot_runs
-    plot_runs([out_dir], os.path.join(out_dir, 'loss.png'), labels=[f"{model_args['residual']}/{model_args['splitting']}"])
+    plot_runs([out_dir], os.path.join(out_dir, 'loss.png'),
+              labels=[f"{model_args['residual']}/{model_args['splitting']}"])
     if eval_downstream:
         # lm-eval on the best-val checkpoint, as the paper; the same path as `python eval.py --out_dir=...`
         from eval import EvalError, load_model, run_downstream

@@ -186,7 +186,8 @@ class ReferenceLM(TemplateLM):
             logits, _ = self.model(x, x)
             logp = torch.log_softmax(logits[0, len(context) - 1:-1].double(), dim=-1)
             target = torch.tensor(continuation)
-            results.append((logp[torch.arange(len(target)), target].sum().item(), bool((logp.argmax(-1) == target).all())))
+            results.append((logp[torch.arange(len(target)), target].sum().item(),
+                            bool((logp.argmax(-1) == target).all())))
         return results
 
     def loglikelihood_rolling(self, requests, disable_tqdm=False):

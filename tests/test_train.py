@@ -85,6 +85,7 @@ def test_resume_matches_uninterrupted_run(trained, tiny_data, tmp_path, run_scri
     r = run_script("train.py", *common, "--max_iters=30", "--init_from=resume")
     assert r.returncode == 0, r.stderr
     assert "resuming from" in r.stdout
+    assert "it/s]" not in r.stderr and "%|" not in r.stderr  # stdout is not a terminal: no progress bar
     # same data stream, optimizer state and schedule: bit-identical losses
     assert losses(tmp_path) == losses(full)
     times = [r["time"] for r in metrics(tmp_path)]  # the resumed run's training time goes on from the first's
