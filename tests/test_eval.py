@@ -340,7 +340,8 @@ def test_train_evaluates_its_best_checkpoint_downstream(tmp_path, tiny_data, run
     assert r.returncode == 0, r.stderr
     best_iter = torch.load(out / "ckpt.pt", weights_only=True)["iter_num"]
     records = json.loads((out / "eval.json").read_text())
-    assert [(rec["task"], rec["iter"], rec["n"]) for rec in records] == [("hellaswag", best_iter, 2), ("arc_easy", best_iter, 2)]
+    assert [(rec["task"], rec["iter"], rec["n"]) for rec in records] == [("hellaswag", best_iter, 2),
+                                                                          ("arc_easy", best_iter, 2)]
     assert records[0]["num_fewshot"] == 10 and records[1]["num_fewshot"] == 25
     assert "hellaswag 10-shot: acc" in r.stdout
 
@@ -367,3 +368,26 @@ def test_cli_bad_inputs(tmp_path, capsys, monkeypatch, args, words):
     err = capsys.readouterr().err  # progress bars before it are off outside a terminal (see the CLI test)
     assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("error: ") and words in err, err
     assert not (tmp_path / "out" / "eval.json").exists()
+
+
+def test_script_dataset_falls_back_to_parquet(tmp_path, monkeypatch, capsys):
+    """datasets >= 4 refuses Rowan/hellaswag's loading script; lm-eval's task then reads the hub's parquet
+    conversion. A stand-in load_dataset plays the hub: the script error, unless asked for that revision."""
+    import datasets
+    calls = []
+
+    def load_dataset(path, name=None, revision=None, **kwargs):
+        calls.append((path, revision))
+        if revision != "refs/convert/parquet":
+            raise RuntimeError("Dataset scripts are no longer supported, but found hellaswag.py")
+        records = [dict(r, label=str(r["label"])) for r in HELLASWAG]  # the hub's labels are strings
+        return datasets.DatasetDict({split: datasets.Dataset.from_list(records) for split in ("train", "validation")})
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    monkeypatch.setattr("dataprep._hub_reachable", lambda: True)
+    lm = ev.GPTAdapter(small_gpt_checkpoint(tmp_path / "out"), get_gpt2_encoding().encode_ordinary, 50256)
+    [record] = ev.run_downstream(lm, str(tmp_path / "out"), ["hellaswag"], num_fewshot={"hellaswag": 1})
+    assert calls == [("Rowan/hellaswag", None), ("Rowan/hellaswag", "refs/convert/parquet")]
+    assert (record["task"], record["n"], record["data"]) == ("hellaswag", 3, "hub")
+    notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note:")]
+    assert notes == ["note: Rowan/hellaswag is built by a loading script, which this version of datasets no longer "
+                     "runs; reading the hub's parquet conversion of it (revision='refs/convert/parquet') instead"]
