@@ -80,6 +80,14 @@ def test_sum_logprob_and_greedy_by_hand():
     assert [x.shape[0] for x in lm.model.seen] == [2, 1]
 
 
+def test_rolling_loglikelihood_scores_every_token_once():
+    """Perplexity tasks: a text longer than block_size is scored in lm-eval's rolling windows, every token once,
+    the first after the end-of-text token."""
+    lm = ev.GPTAdapter(unigram(LM), toy_encode, eot_token_id=0)
+    assert lm.loglikelihood_rolling([SimpleNamespace(args=("a" * 40,))]) == [pytest.approx(40 * math.log(0.4))]
+    assert lm.model.seen[0][0, 0] == 0 and sum(x.shape[1] for x in lm.model.seen) > 40  # windows overlap
+
+
 def test_left_truncation_keeps_the_continuation_and_scores_the_right_positions():
     # bigram model: P(t + 1 | t) = 0.5, every other next token 0.5 / 127
     p = torch.full((V, V), 0.5 / (V - 1), dtype=torch.float64)
