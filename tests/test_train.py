@@ -158,22 +158,30 @@ def wandb_history(wandb_dir):
 
 @pytest.mark.skipif(not (torch.distributed.is_available() and torch.distributed.is_gloo_available()),
                     reason="torch.distributed with gloo is not available")
-def test_ddp_two_processes_and_wandb(tiny_data, tmp_path, run_script):
-    """Two DDP processes on CPU, logging to wandb (offline): rank 0 alone writes files and makes the wandb run."""
-    out, wandb_dir = tmp_path / "out", tmp_path / "wandb"
+def test_ddp_two_processes_and_wandb(tiny_data, tmp_path, run_script, run_here, monkeypatch):
+    """Two DDP processes on CPU (gloo), logging to wandb offline: rank 0 alone writes files and makes the wandb
+    run. With the epoch data order, 2 ranks x 1 micro-batch see the same windows per iteration as 1 process x 2,
+    so they train like it."""
+    common = [*TINY, f"--dataset={tiny_data}", "--residual=nesterov", "--data_order=epoch", "--max_iters=8",
+              "--eval_interval=4", "--gradient_accumulation_steps=2"]
+    out, wandb_dir = tmp_path / "ddp", tmp_path / "wandb"
     wandb_dir.mkdir()
-    r = run_script("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py", *TINY,
-                   f"--dataset={tiny_data}", f"--out_dir={out}", "--residual=nesterov", "--max_iters=6",
-                   "--eval_interval=3", "--wandb_log=True", WANDB_MODE="offline", WANDB_DIR=str(wandb_dir))
+    r = run_script("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py", *common,
+                   f"--out_dir={out}", "--wandb_log=True", WANDB_MODE="offline", WANDB_DIR=str(wandb_dir))
     assert r.returncode == 0, r.stderr
-    # rank 0 alone writes: one metrics line per log/eval step, one log line per iteration
+    # rank 0 alone writes and reports: one metrics line per log/eval step, one log line per iteration
     assert sorted(p.name for p in out.iterdir()) == ["ckpt.pt", "loss.png", "metrics.jsonl"]
     rows = metrics(out)
-    assert [r["iter"] for r in rows if r["val_loss"] is None] == list(range(6))
-    assert [r["iter"] for r in rows if r["val_loss"] is not None] == [0, 3, 6]
+    assert [r["iter"] for r in rows if r["val_loss"] is None] == list(range(8))
+    assert [r["iter"] for r in rows if r["val_loss"] is not None] == [0, 4, 8]
+    assert r.stdout.count("iter 0: loss") == 1 and r.stdout.count("step 8:") == 1
+    assert r.stdout.count("saving checkpoint") == 2
+    assert "tokens per iteration will be: 256" in r.stdout  # 4 x 32 tokens x 1 micro-step x 2 processes
+    ckpt = torch.load(out / "ckpt.pt", map_location="cpu", weights_only=True)
+    assert len(ckpt["rng"]) == 2 and not torch.equal(ckpt["rng"][0]["data"], ckpt["rng"][1]["data"])
     # one wandb run (wandb_history finds exactly one), whose history holds what metrics.jsonl holds, per step
     history = {row["_step"]: row for row in wandb_history(wandb_dir)}
-    assert sorted(history) == list(range(7))
+    assert sorted(history) == list(range(9))
     for row in rows:
         logged = history[row["iter"]]
         if row["val_loss"] is None:
@@ -185,14 +193,23 @@ def test_ddp_two_processes_and_wandb(tiny_data, tmp_path, run_script):
             scalars = {k: v for k, v in row.items() if k.startswith("layer")}
             assert len(scalars) == 2 * 2 * 3  # every layer's mu, beta, gamma of both substeps
             assert {k: logged[f"scalars/{k}"] for k in scalars} == pytest.approx(scalars)
-    assert r.stdout.count("iter 0: loss") == 1
-    assert "tokens per iteration will be: 256" in r.stdout  # 4 x 32 tokens x 1 micro-step x 2 processes
-    ckpt = torch.load(out / "ckpt.pt", map_location="cpu", weights_only=True)
-    assert len(ckpt["rng"]) == 2 and not torch.equal(ckpt["rng"][0]["data"], ckpt["rng"][1]["data"])
-    # the processes must not change gradient_accumulation_steps if it does not divide
-    r = run_script("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py", *TINY,
-                   f"--dataset={tiny_data}", f"--out_dir={out}", "--gradient_accumulation_steps=3")
-    assert r.returncode != 0 and "must be divisible" in r.stderr
+    # one process with twice the accumulation: the same losses (in this process; compared to a tolerance)
+    r = run_here("train.py", *common, f"--out_dir={tmp_path / 'one'}")
+    assert r.returncode == 0, r.stderr
+    one = metrics(tmp_path / "one")
+    assert [row["iter"] for row in rows] == [row["iter"] for row in one]
+    for a, b in zip(rows, one):
+        for key in ("train_loss", "val_loss"):
+            assert (a[key] is None) == (b[key] is None)
+            if a[key] is not None:
+                assert a[key] == pytest.approx(b[key], rel=1e-4), (a, b)
+    assert one[-1]["val_loss"] < one[0]["val_loss"] - 1.0  # it trained
+    # the processes must not change gradient_accumulation_steps if it does not divide (checked before they
+    # connect, so rank 0's view, in this process, is enough)
+    for key, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "2")):
+        monkeypatch.setenv(key, value)
+    r = run_here("train.py", *TINY, f"--dataset={tiny_data}", f"--out_dir={out}", "--gradient_accumulation_steps=3")
+    one_sentence_error(r, "gradient_accumulation_steps=3 must be divisible by the 2 processes")
 
 
 def test_every_config_trains_two_steps_when_shrunk(tiny_data, tmp_path, run_here):
