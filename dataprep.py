@@ -142,13 +142,34 @@ def load_hub(name, streaming=False, num_proc=None):
                f"local files instead" + ("" if streaming else " (or --sample for a small sample)"))
     if not offline and not _hub_reachable():
         raise DataError(message)
-    import datasets  # slow to import, and only needed here
     try:
         if streaming:
-            return datasets.load_dataset(name, streaming=True)
-        return datasets.load_dataset(name, num_proc=num_proc)
+            return load_dataset_or_parquet(name, streaming=True)
+        return load_dataset_or_parquet(name, num_proc=num_proc)
     except ConnectionError:  # e.g. HF_HUB_OFFLINE=1 and no cached copy
         raise DataError(message) from None
+
+
+SCRIPT_ERROR = "Dataset scripts are no longer supported"  # datasets >= 4 on a dataset built by a loading script
+PARQUET_REVISION = "refs/convert/parquet"  # the hub's parquet conversion of every public dataset
+
+
+def parquet_note(name):
+    print(f"note: {name} is built by a loading script, which this version of datasets no longer runs; "
+          f"reading the hub's parquet conversion of it (revision='{PARQUET_REVISION}') instead")
+
+
+def load_dataset_or_parquet(name, *args, **kwargs):
+    """datasets.load_dataset(name, ...), falling back to the hub's parquet conversion for script-based datasets
+    (Skylion007/openwebtext, Rowan/hellaswag), which datasets 4 and later no longer load."""
+    import datasets  # slow to import, and only needed here
+    try:
+        return datasets.load_dataset(name, *args, **kwargs)
+    except Exception as e:
+        if SCRIPT_ERROR not in str(e):
+            raise
+    parquet_note(name)
+    return datasets.load_dataset(name, *args, revision=PARQUET_REVISION, **kwargs)
 
 
 def hub_texts(ds, batch_size=1000):

@@ -1,235 +1,182 @@
 """
-Downstream evaluation as the paper reports it: HellaSwag 10-shot and ARC-Easy 25-shot accuracy,
-scored as lm-evaluation-harness v0.4 scores multiple choice.
+Downstream evaluation through lm-evaluation-harness (lm-eval), as the paper reports it: HellaSwag 10-shot and
+ARC-Easy 25-shot acc / acc_norm, with lm-eval's own task definitions, prompts, few-shot draw and metrics.
 
 $ python eval.py --out_dir=out-tinystories-cpu-nesterov --limit=200
-$ python eval.py --out_dir=out --tasks=arc_easy --arc_easy_file=ARC-Easy-Test.jsonl --arc_easy_fewshot_file=ARC-Easy-Train.jsonl
+$ python eval.py --out_dir=out --tasks=arc_easy --arc_easy_file=test.jsonl --arc_easy_fewshot_file=train.jsonl
+$ python eval.py --out_dir=out --tasks=piqa,lambada_openai --num_fewshot=0
 
-Each choice is scored by the sum of the log-probabilities of its continuation tokens (" " + choice)
-after the context (few-shot examples + question). acc takes the argmax of that sum; acc_norm the
-argmax of the sum divided by the choice's length in characters (lm-eval's completion_len: Python
-len() of the choice without the leading space, so characters, not bytes or tokens). The context is
-cut from the left to fit block_size; the continuation is always kept whole.
-
-Data comes from the Hugging Face hub (HellaSwag's validation split, ARC-Easy's test split, few-shot
-examples from their train splits, as lm-eval) or from local jsonl files in the datasets' own layouts.
-Results are appended to out_dir/eval.json, one record per task.
+Any lm-eval task that scores log-likelihoods works (multiple choice, perplexity); generation tasks do not.
+Our part is the model adapter (GPTAdapter: lm-eval's TemplateLM over our model and the tokenizer of the
+checkpoint's dataset) and the data: the hub when online, or local jsonl files in the hub's layout (what
+`datasets` exports), pointed at with --<task>_file / --<task>_fewshot_file. Results are appended to
+out_dir/eval.json, one record per task.
 """
 import fcntl
+import functools
 import json
-import math
+import logging
 import os
-import random
+import pickle
 import re
 import sys
 from datetime import datetime, timezone
 
+if not sys.stdout.isatty():  # scheduler logs get no progress bars: datasets' (tqdm reads this at import), ours below
+    os.environ.setdefault("TQDM_DISABLE", "1")
+
 import torch
+from lm_eval.api.model import TemplateLM
 from torch.nn import functional as F
 from tqdm import tqdm
+
+# the paper's number of few-shot examples; other tasks default to lm-eval's (usually 0)
+PAPER_FEWSHOT = {"hellaswag": 10, "arc_easy": 25}
+REPO = os.path.dirname(os.path.abspath(__file__))
 
 
 class EvalError(Exception):
     """A problem with the inputs, said in one sentence; the command line prints it without a traceback."""
 
 
-# -----------------------------------------------------------------------------
-# the tasks: raw records (hub or local layout) -> {"query", "choices", "gold"}
-
-def _hellaswag_clean(text):
-    # lm-eval's preprocess: the brackets are artifacts of HellaSwag's WikiHow part
-    text = text.strip().replace(" [title]", ". ")
-    text = re.sub(r"\[.*?\]", "", text)
-    return text.replace("  ", " ")
-
-
-def hellaswag_doc(record):
-    """HellaSwag's jsonl (ctx_a, ctx_b, endings, label, activity_label); the hub's label is a string."""
-    ctx = record["ctx_a"] + " " + record["ctx_b"].capitalize()
-    return {"query": _hellaswag_clean(record["activity_label"] + ": " + ctx),
-            "choices": [_hellaswag_clean(ending) for ending in record["endings"]],
-            "gold": int(record["label"])}
-
-
-def arc_doc(record):
-    """ARC's jsonl ({"question": {"stem", "choices": [{"text", "label"}]}, "answerKey"}) or the hub's
-    flattened layout ({"question": str, "choices": {"text": [...], "label": [...]}, "answerKey"})."""
-    question = record["question"]
-    if isinstance(question, dict):
-        stem = question["stem"]
-        texts = [c["text"] for c in question["choices"]]
-        labels = [c["label"] for c in question["choices"]]
-    else:
-        stem, texts, labels = question, record["choices"]["text"], record["choices"]["label"]
-    return {"query": f"Question: {stem}\nAnswer:", "choices": texts, "gold": labels.index(record["answerKey"])}
-
-
-TASKS = {
-    # hub dataset, its config, the split evaluated, the paper's number of few-shot examples, record parser
-    "hellaswag": dict(hub="Rowan/hellaswag", config=None, split="validation", num_fewshot=10, doc=hellaswag_doc),
-    "arc_easy": dict(hub="allenai/ai2_arc", config="ARC-Easy", split="test", num_fewshot=25, doc=arc_doc),
-}
-
-
-# -----------------------------------------------------------------------------
-# data
-
-def read_jsonl(path):
-    if not os.path.isfile(path):
-        raise EvalError(f"data file '{path}' does not exist.")
-    records = []
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise EvalError(f"{path}, line {line_no}, is not JSON ({e.msg}); expected one record per line.")
-    return records
-
-
 def _first_line(e):
     return f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}"
 
+
+# -----------------------------------------------------------------------------
+# lm-eval's model interface over our model
+
+class GPTAdapter(TemplateLM):
+    """lm-eval's TemplateLM for a GPT of model.py (ours or nanoGPT's weights): lm-eval turns each request into
+    (context tokens, continuation tokens) with encode, and we return the summed log-probability of the
+    continuation, batch_size requests per forward. The context is cut from the left to fit block_size."""
+
+    def __init__(self, model, encode, eot_token_id, batch_size=1):
+        super().__init__()
+        self.model, self.encode, self._eot, self.batch_size = model, encode, eot_token_id, batch_size
+        self.block_size = model.config.block_size
+
+    @property
+    def eot_token_id(self):
+        return self._eot
+
+    def tok_encode(self, string, **kwargs):
+        return self.encode(string)
+
+    @torch.no_grad()
+    def score(self, pairs):
+        """(sum of log P(continuation | context), whether greedy decoding gives the continuation) for each
+        (context tokens, continuation tokens) pair, in one batched forward."""
+        rows = []
+        for context, continuation in pairs:
+            if not context or not 0 < len(continuation) <= self.block_size:
+                raise EvalError(f"cannot score a continuation of {len(continuation)} tokens after a context of "
+                                f"{len(context)}: it needs a context and at most block_size={self.block_size} tokens.")
+            rows.append((context + continuation)[-(self.block_size + 1):])  # the model's input is all but the last
+        device = next(self.model.parameters()).device
+        x = torch.zeros((len(rows), max(len(r) for r in rows) - 1), dtype=torch.long)
+        for i, row in enumerate(rows):
+            x[i, :len(row) - 1] = torch.tensor(row[:-1])  # right padding: a causal model never attends to it
+        logits, _ = self.model(x.to(device), x.to(device))  # with targets, GPT returns every position's logits
+        results = []
+        for i, (row, (_, continuation)) in enumerate(zip(rows, pairs)):
+            n = len(continuation)
+            # position j predicts token j + 1: the continuation is predicted by the last n input positions
+            logprobs = F.log_softmax(logits[i, len(row) - 1 - n:len(row) - 1].float(), dim=-1)
+            target = torch.tensor(continuation, device=logprobs.device)
+            results.append((logprobs.gather(1, target[:, None]).sum().item(),
+                            bool((logprobs.argmax(-1) == target).all())))
+        return results
+
+    def loglikelihood(self, requests, disable_tqdm=False):
+        return super().loglikelihood(requests, disable_tqdm=disable_tqdm or not sys.stdout.isatty())
+
+    def _loglikelihood_tokens(self, requests, disable_tqdm=False):
+        was_training = self.model.training
+        self.model.eval()
+        results = []
+        for start in tqdm(range(0, len(requests), self.batch_size), desc="scoring", dynamic_ncols=True,
+                          disable=disable_tqdm):
+            batch = requests[start:start + self.batch_size]
+            results += self.score([(context, continuation) for _, context, continuation in batch])
+        self.model.train(was_training)
+        return results
+
+    def loglikelihood_rolling(self, requests, disable_tqdm=False):
+        """Perplexity tasks: the whole text in windows of block_size tokens, each scored once (lm-eval's rule)."""
+        from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
+        totals = []
+        for request in requests:
+            windows = [make_disjoint_window(w) for w in get_rolling_token_windows(
+                self.encode(request.args[0]), self.eot_token_id, self.block_size, 1)]
+            scores = self._loglikelihood_tokens([(None, c, t) for c, t in windows], disable_tqdm=True)
+            totals.append(sum(ll for ll, _ in scores))
+        return totals
+
+    def generate_until(self, requests, disable_tqdm=False):
+        raise EvalError("generation tasks are not supported; choose tasks scored by log-likelihood "
+                        "(multiple choice or perplexity).")
+
+
+# -----------------------------------------------------------------------------
+# tasks: lm-eval's own definitions, optionally reading local jsonl files
 
 def _hub_offline():
     return any(os.environ.get(v, "").upper() in ("1", "ON", "YES", "TRUE")
                for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
 
 
-def read_hub(task, split):
-    spec = TASKS[task]
-    advice = (f"pass local jsonl files with --{task}_file=PATH (and --{task}_fewshot_file=PATH for the "
-              f"few-shot examples) instead.")
-    from dataprep import _hub_reachable  # offline, `datasets` retries for ~25 s; this answers in <= 5 s
-    if not _hub_offline() and not _hub_reachable():
-        raise EvalError(f"{task} needs {spec['hub']} from the Hugging Face hub, which cannot be reached: {advice}")
-    import datasets  # slow to import, and only needed here
-    try:
-        return list(datasets.load_dataset(spec["hub"], spec["config"], split=split))
-    except Exception as e:
-        raise EvalError(f"could not load {spec['hub']} ({split}) from the Hugging Face hub "
-                        f"({_first_line(e)}); {advice}")
+@functools.cache
+def _task_manager():
+    from lm_eval.tasks import TaskManager
+    return TaskManager()  # indexes lm-eval's task files: seconds, so once per process
 
 
-def load_task(task, path="", fewshot_path="", num_fewshot=0):
-    """(docs, few-shot pool, description of the source). With a local file and no few-shot file, the
-    few-shot examples come from the evaluated file itself (lm-eval's rule for tasks without a train split)."""
-    parse = TASKS[task]["doc"]
-
-    def docs(records, source):
-        try:
-            return [parse(r) for r in records]
-        except (KeyError, TypeError, ValueError) as e:
-            raise EvalError(f"{source} does not hold {task} records in a known layout ({type(e).__name__}: {e}).")
-
-    if path:
-        eval_docs, source = docs(read_jsonl(path), path), path
-    else:
-        split = TASKS[task]["split"]
-        eval_docs, source = docs(read_hub(task, split), TASKS[task]["hub"]), f"{TASKS[task]['hub']} {split}"
-    if num_fewshot == 0:
-        pool = []
-    elif fewshot_path:
-        pool = docs(read_jsonl(fewshot_path), fewshot_path)
-    elif path:
-        print(f"note: no --{task}_fewshot_file: the few-shot examples are drawn from {path} itself "
-              f"(never the example being scored)")
-        pool = eval_docs
-    else:
-        pool = docs(read_hub(task, "train"), TASKS[task]["hub"])
-    return eval_docs, pool, source
+def _task_config(task_manager, task):
+    """The YAML definition of a task, as a dict that lm-eval accepts in place of the name."""
+    from lm_eval.tasks._yaml_loader import load_yaml
+    path = task_manager.task_index[task].yaml_path
+    if path is None:
+        raise EvalError(f"task '{task}' is not defined by a YAML file, so its data source cannot be changed.")
+    return load_yaml(path, resolve_func=True)
 
 
-def fewshot_contexts(docs, pool, num_fewshot, seed=1234, same_split=False):
-    """The context of each doc: num_fewshot solved examples from pool, then its query. lm-eval's format
-    and draw: one random.Random(seed), examples sampled for each doc in turn; when the pool is the
-    evaluated split itself (same_split), one more is drawn and the doc being scored is dropped."""
-    n = num_fewshot + 1 if same_split else num_fewshot
-    if num_fewshot and len(pool) < n:
-        raise EvalError(f"{num_fewshot}-shot needs {n} examples to draw from but there are {len(pool)}; "
-                        f"give a larger few-shot file or fewer shots.")
-    rnd = random.Random(seed)
-    contexts = []
-    for doc in docs:
-        shots = [d for d in rnd.sample(pool, n) if d != doc][:num_fewshot] if num_fewshot else []
-        contexts.append("".join(d["query"] + " " + d["choices"][d["gold"]] + "\n\n" for d in shots) + doc["query"])
-    return contexts
+def task_spec(task_manager, task, path="", fewshot_path=""):
+    """The task as lm-eval defines it; with path, its evaluated split read from that jsonl file, and its
+    few-shot split from fewshot_path (without one, from path itself, never the example being scored)."""
+    if task not in task_manager.all_tasks:
+        raise EvalError(f"unknown task '{task}'; `python -m lm_eval ls tasks` lists lm-eval's task names.")
+    if not path:
+        return task
+    for p in (path, fewshot_path):
+        if p and not os.path.isfile(p):
+            raise EvalError(f"data file '{p}' does not exist.")
+    cfg = _task_config(task_manager, task)
+    eval_split = cfg.get("test_split") or cfg.get("validation_split")
+    shots_split = cfg.get("fewshot_split") or cfg.get("training_split") or cfg.get("validation_split")
+    data_files = {eval_split: os.path.abspath(path)}
+    if fewshot_path:
+        data_files[shots_split] = os.path.abspath(fewshot_path)
+    cfg.update(dataset_path="json", dataset_name=None, dataset_kwargs={"data_files": data_files})
+    for key in ("training_split", "validation_split", "test_split", "fewshot_split"):
+        if cfg.get(key) not in data_files:
+            cfg[key] = None
+    return cfg
 
 
-# -----------------------------------------------------------------------------
-# scoring
-
-@torch.no_grad()
-def loglikelihoods(model, pairs, block_size, device="cpu"):
-    """Sum of log P(continuation | context) for each (context_tokens, continuation_tokens) pair, in one
-    batched forward. model(idx, targets) -> (logits, loss) with logits at every position, as GPT."""
-    rows = []
-    for context, continuation in pairs:
-        if not context or not 0 < len(continuation) <= block_size:
-            raise EvalError(f"cannot score a continuation of {len(continuation)} tokens after a context of "
-                            f"{len(context)}: it needs a context and at most block_size={block_size} tokens.")
-        # left-truncate: the last block_size + 1 tokens, whose first block_size are the model's input
-        rows.append((context + continuation)[-(block_size + 1):])
-    x = torch.zeros((len(rows), max(len(r) for r in rows) - 1), dtype=torch.long)
-    for i, row in enumerate(rows):
-        x[i, :len(row) - 1] = torch.tensor(row[:-1])  # right padding: a causal model never attends to it
-    x = x.to(device)
-    logits, _ = model(x, x)  # with targets, GPT returns the logits of every position (the loss is ignored)
-    scores = []
-    for i, (row, (_, continuation)) in enumerate(zip(rows, pairs)):
-        n = len(continuation)
-        # position j predicts token j + 1: the continuation is predicted by the last n input positions
-        logprobs = F.log_softmax(logits[i, len(row) - 1 - n:len(row) - 1].float(), dim=-1)
-        scores.append(logprobs.gather(1, torch.tensor(continuation, device=logprobs.device)[:, None]).sum().item())
-    return scores
-
-
-def _stderr(hits):
-    # lm-eval's mean_stderr: sample standard deviation / sqrt(n)
-    n = len(hits)
-    if n < 2:
-        return None
-    p = sum(hits) / n
-    return math.sqrt(p * (1 - p) / (n - 1))
-
-
-def evaluate(model, examples, encode, block_size, batch_size=1, device="cpu", desc=None):
-    """acc and acc_norm of examples [{"context", "choices", "gold"}], batch_size examples (all their
-    choices) per forward. encode: str -> list of token ids."""
-    was_training = getattr(model, "training", False)
-    if was_training:
-        model.eval()
-    acc, acc_norm = [], []
-    with tqdm(total=len(examples), desc=desc, dynamic_ncols=True) as pbar:
-        for start in range(0, len(examples), batch_size):
-            batch = examples[start:start + batch_size]
-            pairs = []
-            for ex in batch:
-                # lm-eval encodes context + continuation whole and splits after the context's tokens
-                context = encode(ex["context"])
-                pairs += [(context, encode(ex["context"] + " " + choice)[len(context):]) for choice in ex["choices"]]
-            scores = iter(loglikelihoods(model, pairs, block_size, device))
-            for ex in batch:
-                lls = [next(scores) for _ in ex["choices"]]
-                normed = [ll / len(choice) for ll, choice in zip(lls, ex["choices"])]
-                # the first maximum on ties, as np.argmax
-                acc.append(float(max(range(len(lls)), key=lls.__getitem__) == ex["gold"]))
-                acc_norm.append(float(max(range(len(normed)), key=normed.__getitem__) == ex["gold"]))
-            pbar.update(len(batch))
-    if was_training:
-        model.train()
-    n = len(examples)
-    return {"n": n, "acc": sum(acc) / n, "acc_norm": sum(acc_norm) / n,
-            "acc_stderr": _stderr(acc), "acc_norm_stderr": _stderr(acc_norm)}
+def _check_hub(tasks, files):
+    """Offline, `datasets` retries for ~25 s before failing; this answers in <= 5 s."""
+    from_hub = [t for t in tasks if not files.get(t)]
+    if from_hub and not _hub_offline():
+        from dataprep import _hub_reachable
+        if not _hub_reachable():
+            raise EvalError(f"{', '.join(from_hub)} need(s) the Hugging Face hub, which cannot be reached: pass "
+                            f"local jsonl files with --{from_hub[0]}_file=PATH (and --{from_hub[0]}_fewshot_file=PATH "
+                            f"for the few-shot examples) instead.")
 
 
 # -----------------------------------------------------------------------------
 # results
-
-def _show(mean, stderr):
-    return f"{mean:.4f}" + (f" ± {stderr:.4f}" if stderr is not None else "")
-
 
 def append_records(path, records):
     """Append to the JSON list in path: never rewrites earlier records, and never leaves a half-written file."""
@@ -252,33 +199,93 @@ def append_records(path, records):
         os.replace(tmp, path)
 
 
-def run_downstream(model, out_dir, tasks=("hellaswag", "arc_easy"), iter_num=None, limit=0, batch_size=1,
-                   seed=1234, num_fewshot=None, files=None, fewshot_files=None):
-    """Evaluate model on tasks, append one record per task to out_dir/eval.json and return the records.
-    num_fewshot, files, fewshot_files: optional {task: value}; by default the paper's shots and the hub."""
-    from tokenizer import get_gpt2_encoding
-    encode = get_gpt2_encoding().encode_ordinary
-    device = next(model.parameters()).device
-    block_size = model.config.block_size
+def _metrics(task_results):
+    """lm-eval's "acc,none": 0.5 as "acc": 0.5 (a filter other than none stays in the name); no alias."""
+    return {k.removesuffix(",none"): v for k, v in task_results.items() if k not in ("alias", "name", "sample_len")}
+
+
+def run_downstream(lm, out_dir, tasks=("hellaswag", "arc_easy"), iter_num=None, limit=0, seed=1234,
+                   num_fewshot=None, files=None, fewshot_files=None):
+    """Evaluate lm (a GPTAdapter) on tasks with lm-eval, append one record per task to out_dir/eval.json and
+    return the records. num_fewshot, files, fewshot_files: optional {task: value}; by default the paper's shots
+    (lm-eval's for other tasks) and the hub."""
+    import lm_eval
+    logging.getLogger("lm_eval").setLevel(logging.ERROR)  # its notes on every default it fills in
+
+    from dataprep import PARQUET_REVISION, SCRIPT_ERROR, parquet_note
+    files, fewshot_files, num_fewshot = files or {}, fewshot_files or {}, num_fewshot or {}
+    if not tasks:
+        raise EvalError("no task given; e.g. --tasks=hellaswag,arc_easy.")
+    task_manager = _task_manager()
+    specs = [task_spec(task_manager, t, files.get(t, ""), fewshot_files.get(t, "")) for t in tasks]
+    _check_hub(tasks, files)
     records = []
-    for task in tasks:
-        if task not in TASKS:
-            raise EvalError(f"unknown task '{task}'; known tasks: {', '.join(TASKS)}.")
-        k = (num_fewshot or {}).get(task, TASKS[task]["num_fewshot"])
-        docs, pool, source = load_task(task, (files or {}).get(task, ""), (fewshot_files or {}).get(task, ""), k)
-        same_split = pool is docs
-        if limit:
-            docs = docs[:limit]  # the pool stays whole, as with lm-eval's --limit
-        contexts = fewshot_contexts(docs, pool, k, seed, same_split)
-        examples = [dict(doc, context=context) for doc, context in zip(docs, contexts)]
-        result = evaluate(model, examples, encode, block_size, batch_size, device, desc=f"{task} {k}-shot")
-        record = {"iter": iter_num, "task": task, "num_fewshot": k, **result, "block_size": block_size,
-                  "data": source, "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    for task, spec in zip(tasks, specs):
+        k = num_fewshot.get(task, PAPER_FEWSHOT.get(task))
+
+        def evaluate(spec):
+            return lm_eval.simple_evaluate(lm, tasks=[spec], num_fewshot=k, limit=limit or None,
+                                           task_manager=task_manager, log_samples=False, verbosity="ERROR",
+                                           random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
+                                           fewshot_random_seed=seed)
+        try:
+            try:
+                out = evaluate(spec)
+            except Exception as e:
+                if SCRIPT_ERROR not in str(e) or not isinstance(spec, str):
+                    raise
+                cfg = _task_config(task_manager, task)
+                parquet_note(cfg["dataset_path"])
+                out = evaluate(dict(cfg, dataset_kwargs={**(cfg.get("dataset_kwargs") or {}),
+                                                         "revision": PARQUET_REVISION}))
+        except EvalError:
+            raise
+        except Exception as e:  # a dataset that cannot be loaded or does not fit the task's layout
+            raise EvalError(f"lm-eval could not evaluate {task} on {files.get(task) or 'the hub data'} "
+                            f"({_first_line(e)}).")
+        metrics = _metrics(out["results"][task])
+        record = {"iter": iter_num, "task": task, "num_fewshot": out["n-shot"].get(task, k),
+                  "n": out["n-samples"].get(task, {}).get("effective"), **metrics, "block_size": lm.block_size,
+                  "data": files.get(task) or "hub", "lm_eval": lm_eval.__version__,
+                  "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         append_records(os.path.join(out_dir, "eval.json"), [record])
-        print(f"{task} {k}-shot: acc {_show(result['acc'], result['acc_stderr'])}, "
-              f"acc_norm {_show(result['acc_norm'], result['acc_norm_stderr'])} (n={result['n']}, iter {iter_num})")
+        shown = ", ".join(f"{m} {v:.4f}" + (f" ± {metrics[m + '_stderr']:.4f}"
+                                             if isinstance(metrics.get(m + "_stderr"), float) else "")
+                          for m, v in metrics.items() if not m.endswith("_stderr") and isinstance(v, float))
+        print(f"{task} {record['num_fewshot']}-shot: {shown} (n={record['n']}, iter {iter_num})")
         records.append(record)
     return records
+
+
+# -----------------------------------------------------------------------------
+# checkpoint -> model and tokenizer
+
+def load_model(ckpt_path, device="cpu", batch_size=1):
+    """A GPTAdapter over the model in ckpt_path (ours or nanoGPT's) with the tokenizer of its dataset, and the
+    checkpoint's iteration. Loads tensors and plain data only (weights_only), as train.py and sample.py."""
+    from model import GPT
+    from tokenizer import get_codec, read_meta
+    if not os.path.exists(ckpt_path):
+        raise EvalError(f"no checkpoint at {ckpt_path}; train one with train.py or pass --out_dir=DIR.")
+    try:
+        checkpoint = torch.load(ckpt_path, map_location=device, weights_only=True)
+        model = GPT.from_checkpoint(checkpoint).to(device)
+    except pickle.UnpicklingError as e:
+        unsafe = re.search(r"GLOBAL (\S+)", str(e))
+        if not unsafe:
+            raise EvalError(f"could not load a model from {ckpt_path} ({_first_line(e)}); it is damaged or not a "
+                            f"train.py/nanoGPT checkpoint.")
+        raise EvalError(f"{ckpt_path} holds a pickled Python object that is not a tensor or plain data "
+                        f"({unsafe.group(1)}); it is refused, as loading it could run code: evaluate only "
+                        f"checkpoints written by train.py or nanoGPT.")
+    except Exception as e:
+        raise EvalError(f"could not load a model from {ckpt_path} ({_first_line(e)}); it is damaged or not a "
+                        f"train.py/nanoGPT checkpoint.")
+    dataset = checkpoint.get("config", {}).get("dataset", "")
+    data_dir = dataset if os.path.isdir(dataset) else os.path.join(REPO, "data", dataset)
+    encode, _ = get_codec(data_dir)
+    eot = 0 if read_meta(data_dir).get("tokenizer") == "char" else 50256  # char: id 0 ends a document
+    return GPTAdapter(model, encode, eot, batch_size), checkpoint.get("iter_num")
 
 
 # -----------------------------------------------------------------------------
@@ -286,20 +293,19 @@ def run_downstream(model, out_dir, tasks=("hellaswag", "arc_easy"), iter_num=Non
 
 def main(argv):
     from configurator import apply_config
-    from model import GPT, checkpoint_path
+    from model import checkpoint_path
     defaults = dict(
         out_dir="out",  # reads out_dir/best.pt (or ckpt.pt, see checkpoint), appends to out_dir/eval.json
         checkpoint="best",  # 'best': best.pt (best val loss) when there is one, else ckpt.pt; 'latest': ckpt.pt
-        tasks="hellaswag,arc_easy",
+        tasks="hellaswag,arc_easy",  # any lm-eval task names, comma-separated
         limit=0,  # evaluate the first `limit` examples of each task; 0 = all
-        # examples per forward, each with all its choices. Larger helps on a GPU; on a CPU it is slower, as the
-        # logits of every position (B x T x vocab) dominate
+        # requests per forward. Larger helps on a GPU; on a CPU it is slower, as the logits of every position
+        # (B x T x vocab) dominate
         batch_size=1,
         device="cuda" if torch.cuda.is_available() else "cpu",
         seed=1234,  # of the few-shot draw (lm-eval's default)
-        hellaswag_num_fewshot=TASKS["hellaswag"]["num_fewshot"],
-        arc_easy_num_fewshot=TASKS["arc_easy"]["num_fewshot"],
-        # local jsonl files; empty: the Hugging Face hub
+        num_fewshot=-1,  # for every task; -1: the paper's 10 (hellaswag) and 25 (arc_easy), lm-eval's for others
+        # local jsonl files in the hub's layout; empty: the Hugging Face hub
         hellaswag_file="",
         hellaswag_fewshot_file="",
         arc_easy_file="",
@@ -312,21 +318,11 @@ def main(argv):
             ckpt_path = checkpoint_path(c["out_dir"], c["checkpoint"])
         except ValueError as e:
             raise EvalError(str(e))
-        unknown = [t for t in tasks if t not in TASKS]
-        if unknown or not tasks:
-            raise EvalError(f"unknown task(s) {', '.join(unknown) or '(none given)'}; known tasks: {', '.join(TASKS)}.")
-        if not os.path.exists(ckpt_path):
-            raise EvalError(f"no checkpoint at {ckpt_path}; train one with train.py or pass --out_dir=DIR.")
-        try:
-            checkpoint = torch.load(ckpt_path, map_location=c["device"], weights_only=False)
-            model = GPT.from_checkpoint(checkpoint).to(c["device"])
-        except Exception as e:
-            raise EvalError(f"could not load a model from {ckpt_path} ({_first_line(e)}).")
-        run_downstream(model, c["out_dir"], tasks, iter_num=checkpoint.get("iter_num"), limit=c["limit"],
-                       batch_size=c["batch_size"], seed=c["seed"],
-                       num_fewshot={t: c[f"{t}_num_fewshot"] for t in TASKS},
-                       files={t: c[f"{t}_file"] for t in TASKS},
-                       fewshot_files={t: c[f"{t}_fewshot_file"] for t in TASKS})
+        lm, iter_num = load_model(ckpt_path, c["device"], c["batch_size"])
+        run_downstream(lm, c["out_dir"], tasks, iter_num=iter_num, limit=c["limit"], seed=c["seed"],
+                       num_fewshot={t: c["num_fewshot"] for t in tasks} if c["num_fewshot"] >= 0 else None,
+                       files={t: c[f"{t}_file"] for t in PAPER_FEWSHOT},
+                       fewshot_files={t: c[f"{t}_fewshot_file"] for t in PAPER_FEWSHOT})
     except EvalError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)

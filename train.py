@@ -21,6 +21,9 @@ import tempfile
 import time
 import traceback
 
+if not sys.stdout.isatty():  # scheduler logs get no progress bars, ours or the libraries' (read at tqdm's import)
+    os.environ.setdefault('TQDM_DISABLE', '1')
+
 import numpy as np
 import torch
 import torch.distributed as dist
@@ -487,13 +490,17 @@ def diverged(what, value):
 # metrics.jsonl: one line per log step and per eval step. A resumed run drops the lines from
 # iter_num on (they are redone) and appends.
 metrics_path = os.path.join(out_dir, 'metrics.jsonl')
+time_offset = 0.0
 if master_process:
     kept = []
     if init_from == 'resume' and os.path.exists(metrics_path):
         with open(metrics_path) as f:
-            kept = [line for line in f if json.loads(line)['iter'] < iter_num]
+            kept = [json.loads(line) for line in f]
+        kept = [row for row in kept if row['iter'] < iter_num]
     with open(metrics_path, 'w') as f:
-        f.writelines(kept)
+        f.writelines(json.dumps(row) + '\n' for row in kept)
+    # training seconds (evaluation excluded) go on from the interrupted run's, for plots against time
+    time_offset = max((row.get('time') or 0.0 for row in kept), default=0.0)
 
 
 def scalar_lines(scalars):
@@ -547,8 +554,15 @@ start_iter = iter_num
 bad_steps = 0  # non-finite steps in a row
 t_start = time.time()
 eval_time = 0.0  # time spent evaluating, kept out of tokens/s
+
+
+def train_seconds(now):
+    return time_offset + now - t_start - eval_time
+
+
 log_t0, log_iters = time.time(), 0
-pbar = tqdm(total=max_iters, initial=iter_num, disable=not master_process, dynamic_ncols=True)
+pbar = tqdm(total=max_iters, initial=iter_num, disable=not master_process or not sys.stdout.isatty(),
+            dynamic_ncols=True)
 while True:
     # the learning rate of this iteration; the scalars' and Muon's groups run at a multiple of it
     lr = get_lr(iter_num) if decay_lr else learning_rate
@@ -565,12 +579,12 @@ while True:
             if not math.isfinite(value):
                 diverged(f"the {split} loss", value)
         record({'iter': iter_num, 'train_loss': losses['train'], 'val_loss': losses['val'], 'lr': lr,
-                'tokens_per_s': None, 'mfu': None, **scalars},
+                'tokens_per_s': None, 'mfu': None, 'time': train_seconds(t_eval), **scalars},
                f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}"
                + scalar_lines(scalars))
         if wandb_log and master_process:
-            wandb.log({'iter': iter_num, 'train/loss': losses['train'], 'val/loss': losses['val'], 'lr': lr,
-                       **{f'scalars/{k}': v for k, v in scalars.items()}})
+            wandb.log({'train/loss': losses['train'], 'val/loss': losses['val'], 'lr': lr,
+                       **{f'scalars/{k}': v for k, v in scalars.items()}}, step=iter_num)
         improved = losses['val'] < best_val_loss
         best_val_loss = min(best_val_loss, losses['val'])
         # nothing new to save at the start (or on resuming); at the end ckpt.pt always gets the latest state
@@ -633,9 +647,11 @@ while True:
         mfu = raw_model.estimate_mfu(batch_size * gradient_accumulation_steps, dt, peak_flops)
         tokens_per_s = tokens_per_iter / dt
         record({'iter': iter_num, 'train_loss': lossf, 'val_loss': None, 'lr': lr,
-                'tokens_per_s': tokens_per_s, 'mfu': mfu},
+                'tokens_per_s': tokens_per_s, 'mfu': mfu, 'time': train_seconds(time.time())},
                f"iter {iter_num}: loss {lossf:.4f}, time {dt * 1000:.2f}ms, mfu {mfu * 100:.2f}%, "
                f"{tokens_per_s:,.0f} tok/s")
+        if wandb_log and master_process:
+            wandb.log({'train/batch_loss': lossf, 'lr': lr, 'tokens_per_s': tokens_per_s, 'mfu': mfu}, step=iter_num)
         log_t0, log_iters = time.time(), 0
     iter_num += 1
     pbar.update()
@@ -658,34 +674,17 @@ if master_process:
           f"wall time {time.time() - t_start:.1f}s, {run_tokens / max(train_time, 1e-9):,.0f} tokens/s (training)"
           + (f", peak CUDA memory {torch.cuda.max_memory_allocated(device) / 2 ** 30:.2f} GiB" if device_type == 'cuda'
              else ""))
-    # loss curves from metrics.jsonl
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    with open(metrics_path) as f:
-        rows = [json.loads(line) for line in f]
-    logs = [r for r in rows if r['val_loss'] is None]
-    evals = [r for r in rows if r['val_loss'] is not None]
-    plt.figure(figsize=(8, 5))
-    plt.plot([r['iter'] for r in logs], [r['train_loss'] for r in logs], alpha=0.4, label='train (batch)')
-    plt.plot([r['iter'] for r in evals], [r['train_loss'] for r in evals], 'o-', label='train (eval)')
-    plt.plot([r['iter'] for r in evals], [r['val_loss'] for r in evals], 'o-', label='val')
-    plt.xlabel('iter')
-    plt.ylabel('loss (nats/token)')
-    plt.title(f"{out_dir}: {model_args['residual']} / {model_args['splitting']}")
-    plt.legend()
-    plt.grid(alpha=0.3)
-    plt.savefig(os.path.join(out_dir, 'loss.png'), dpi=100)
+    from plot import plot_runs
+    plot_runs([out_dir], os.path.join(out_dir, 'loss.png'),
+              labels=[f"{model_args['residual']}/{model_args['splitting']}"])
     if eval_downstream:
-        from eval import EvalError, run_downstream
-        best, best_iter = raw_model, iter_num
-        if os.path.exists(best_path):  # the paper scores the best-val checkpoint
-            checkpoint = torch.load(best_path, map_location=device, weights_only=True)
-            best, best_iter = GPT.from_checkpoint(checkpoint).to(device), checkpoint['iter_num']
-        print(f"downstream evaluation of {best_path if best is not raw_model else 'the final weights'} (iter {best_iter})")
-        best.eval()
+        # lm-eval on the best-val checkpoint (best.pt), as the paper; the same path as `python eval.py --out_dir=...`
+        from eval import EvalError, load_model, run_downstream
+        scored_path = best_path if os.path.exists(best_path) else ckpt_path
+        print(f"downstream evaluation of {scored_path}")
         try:
-            run_downstream(best, out_dir, [t for t in downstream_tasks.split(',') if t], iter_num=best_iter,
+            lm, best_iter = load_model(scored_path, device)
+            run_downstream(lm, out_dir, [t for t in downstream_tasks.split(',') if t], iter_num=best_iter,
                            limit=downstream_limit,
                            files={'hellaswag': hellaswag_file, 'arc_easy': arc_easy_file},
                            fewshot_files={'hellaswag': hellaswag_fewshot_file, 'arc_easy': arc_easy_fewshot_file})

@@ -1,5 +1,6 @@
-"""eval.py: lm-eval's multiple-choice scoring against fake models whose log-probabilities are known,
-the HellaSwag and ARC prompt formats, few-shot contexts, left truncation, eval.json, and the CLI."""
+"""eval.py: our lm-eval model adapter (log-likelihoods, batching, left truncation) against fake models whose
+log-probabilities are known and against the model's own logits; downstream scores equal to what lm-eval computes
+for the same model through its own evaluator; local data files; eval.json; and the command line."""
 import dataclasses
 import json
 import math
@@ -7,12 +8,17 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
+import lm_eval
 import pytest
 import torch
+from lm_eval.api.model import TemplateLM
+from lm_eval.tasks import TaskManager
 
 import eval as ev
 from model import GPT, GPTConfig
+from tokenizer import get_gpt2_encoding
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -21,9 +27,10 @@ class TableLM(torch.nn.Module):
     """A fake language model: the next-token log-probabilities depend only on the current token,
     log P(next | current) = table[current, next]. It records every input it is given."""
 
-    def __init__(self, probs):
+    def __init__(self, probs, block_size=16):
         super().__init__()
-        self.register_buffer("table", torch.log(probs))
+        self.table = torch.nn.Parameter(torch.log(probs), requires_grad=False)
+        self.config = SimpleNamespace(block_size=block_size)
         self.seen = []
 
     def forward(self, idx, targets=None):
@@ -55,53 +62,51 @@ def unigram(probs_by_char):
 LM = dict(zip(" a" + MERGE, (0.25, 0.4, 0.09)))
 
 
-def test_sum_logprob_acc_and_acc_norm_by_hand():
-    # " a": ln(0.25 * 0.4) = ln 0.1 = -2.303; " bb" (two tokens " ", "bb"): ln(0.25 * 0.09) = ln 0.0225 = -3.794
-    scores = ev.loglikelihoods(unigram(LM), [(toy_encode("Q:"), toy_encode(" a")), (toy_encode("Q:"), toy_encode(" bb"))], 16)
-    assert scores == pytest.approx([math.log(0.1), math.log(0.0225)])
-    # acc picks "a" (larger sum). acc_norm divides by the choice's characters without the leading space:
-    # -2.303 / 1 < -3.794 / 2 = -1.897, so it picks "bb". Dividing by characters with the space (2, 3) or
-    # by tokens (1, 1 or 2, 2) would pick "a" again: only lm-eval's definition gets acc_norm = 1 here.
-    example = {"context": "Q:", "choices": ["a", "bb"], "gold": 1}
-    result = ev.evaluate(unigram(LM), [example], toy_encode, block_size=16)
-    assert (result["acc"], result["acc_norm"]) == (0.0, 1.0)
-    flipped = ev.evaluate(unigram(LM), [dict(example, gold=0)], toy_encode, block_size=16)
-    assert (flipped["acc"], flipped["acc_norm"]) == (1.0, 0.0)
+def test_sum_logprob_and_greedy_by_hand():
+    lm = ev.GPTAdapter(unigram(LM), toy_encode, eot_token_id=0, batch_size=2)
+    # " a": ln(0.25 * 0.4) = ln 0.1; " bb" (two tokens " ", "bb"): ln(0.25 * 0.09) = ln 0.0225. Greedy decoding
+    # gives "a" after anything (0.4 is the largest), so neither continuation, which starts with " ", is greedy
+    scores = lm.score([(toy_encode("Q:"), toy_encode(" a")), (toy_encode("Q:"), toy_encode(" bb"))])
+    assert [s for s, _ in scores] == pytest.approx([math.log(0.1), math.log(0.0225)])
+    assert [g for _, g in scores] == [False, False]
+    assert lm.score([(toy_encode("Q"), toy_encode("aa"))]) == [(pytest.approx(2 * math.log(0.4)), True)]
+    # through lm-eval's request path: it encodes context + continuation whole with our tok_encode and splits
+    # after the context's tokens; batch_size requests per forward
+    lm.model.seen.clear()
+    requests = [SimpleNamespace(args=("Q:", " a")), SimpleNamespace(args=("Q:", " bb")),
+                SimpleNamespace(args=("Q:", "a"))]
+    out = lm.loglikelihood(requests, disable_tqdm=True)
+    assert [s for s, _ in out] == pytest.approx([math.log(0.1), math.log(0.0225), math.log(0.4)])
+    assert [x.shape[0] for x in lm.model.seen] == [2, 1]
 
 
-def test_evaluate_batches_means_and_stderr():
-    # first: "a" wins both ways; second: acc picks "a", acc_norm "bb"; third: "aa" (ln 0.04 = -3.219,
-    # per char -1.609) beats " bb" per char; sums: ln 0.04 > ln 0.0225, so both pick "aa"
-    examples = [{"context": "x", "choices": ["a", "bb"], "gold": 0},
-                {"context": "y", "choices": ["a", "bb"], "gold": 1},
-                {"context": "z", "choices": ["bb", "aa", "a"], "gold": 1}]
-    model = unigram(LM)
-    result = ev.evaluate(model, examples, toy_encode, block_size=16, batch_size=2)
-    assert len(model.seen) == 2 and model.seen[0].shape[0] == 4 and model.seen[1].shape[0] == 3
-    # acc: argmax of sums is "a", "a", "a" -> hits 1, 0, 0. acc_norm: "a", "bb", "aa" -> hits 0, 1, 1
-    assert result["n"] == 3
-    assert result["acc"] == pytest.approx(1 / 3) and result["acc_norm"] == pytest.approx(2 / 3)
-    assert result["acc_stderr"] == pytest.approx(math.sqrt((1 / 3) * (2 / 3) / 2))
+def test_rolling_loglikelihood_scores_every_token_once():
+    """Perplexity tasks: a text longer than block_size is scored in lm-eval's rolling windows, every token once,
+    the first after the end-of-text token."""
+    lm = ev.GPTAdapter(unigram(LM), toy_encode, eot_token_id=0)
+    assert lm.loglikelihood_rolling([SimpleNamespace(args=("a" * 40,))]) == [pytest.approx(40 * math.log(0.4))]
+    assert lm.model.seen[0][0, 0] == 0 and sum(x.shape[1] for x in lm.model.seen) > 40  # windows overlap
 
 
 def test_left_truncation_keeps_the_continuation_and_scores_the_right_positions():
     # bigram model: P(t + 1 | t) = 0.5, every other next token 0.5 / 127
     p = torch.full((V, V), 0.5 / (V - 1), dtype=torch.float64)
     p[torch.arange(V - 1), torch.arange(1, V)] = 0.5
-    model = TableLM(p)
+    model = TableLM(p, block_size=8)
+    lm = ev.GPTAdapter(model, toy_encode, eot_token_id=0)
     context, continuation = list(range(1, 20)), [50, 51, 52]
-    [score] = ev.loglikelihoods(model, [(context, continuation)], block_size=8)
+    [(score, _)] = lm.score([(context, continuation)])
     # the last block_size + 1 = 9 tokens of context + continuation; the model sees the first 8
     assert model.seen[0].tolist() == [[14, 15, 16, 17, 18, 19, 50, 51]]
     # 19 -> 50 is unlikely, 50 -> 51 and 51 -> 52 are likely
     assert score == pytest.approx(math.log(0.5 / 127) + 2 * math.log(0.5))
     # a context that fits is not cut, and a shorter row in the same batch is padded on the right
     model.seen.clear()
-    scores = ev.loglikelihoods(model, [([1, 2, 3], [4, 5]), ([1, 2, 3, 4, 5, 6], [9])], block_size=8)
+    scores = lm.score([([1, 2, 3], [4, 5]), ([1, 2, 3, 4, 5, 6], [9])])
     assert model.seen[0].tolist() == [[1, 2, 3, 4, 0, 0], [1, 2, 3, 4, 5, 6]]
-    assert scores == pytest.approx([2 * math.log(0.5), math.log(0.5 / 127)])
+    assert [s for s, _ in scores] == pytest.approx([2 * math.log(0.5), math.log(0.5 / 127)])
     with pytest.raises(ev.EvalError, match="block_size=8"):
-        ev.loglikelihoods(model, [([1], list(range(9)))], block_size=8)
+        lm.score([([1], list(range(9)))])
 
 
 def tiny_gpt(**kw):
@@ -111,19 +116,21 @@ def tiny_gpt(**kw):
 
 @pytest.mark.parametrize("residual", ["gd", "nesterov"])
 def test_real_model_scores_do_not_depend_on_batching(residual):
-    model = tiny_gpt(residual=residual).eval()
+    lm = ev.GPTAdapter(tiny_gpt(residual=residual).eval(), toy_encode, eot_token_id=0)
     pairs = [([1, 2, 3, 4, 5], [6, 7]), ([9] * 40, [10, 11, 12]), ([3], [4])]
-    batched = ev.loglikelihoods(model, pairs, 32)
-    alone = [ev.loglikelihoods(model, [pair], 32)[0] for pair in pairs]
-    assert batched == pytest.approx(alone, abs=1e-5)
+    batched = lm.score(pairs)
+    alone = [lm.score([pair])[0] for pair in pairs]
+    assert [s for s, _ in batched] == pytest.approx([s for s, _ in alone], abs=1e-5)
+    assert [g for _, g in batched] == [g for _, g in alone]
     # and equal to the log-softmax of the model's own logits, computed here the long way
-    logits, _ = model(torch.tensor([[1, 2, 3, 4, 5, 6]]), torch.tensor([[1, 2, 3, 4, 5, 6]]))
+    logits, _ = lm.model(torch.tensor([[1, 2, 3, 4, 5, 6]]), torch.tensor([[1, 2, 3, 4, 5, 6]]))
     logp = torch.log_softmax(logits[0], dim=-1)
-    assert batched[0] == pytest.approx((logp[4, 6] + logp[5, 7]).item(), abs=1e-5)
+    assert batched[0][0] == pytest.approx((logp[4, 6] + logp[5, 7]).item(), abs=1e-5)
+    assert batched[0][1] == (logp[4].argmax() == 6 and logp[5].argmax() == 7)
 
 
 # -----------------------------------------------------------------------------
-# formats, in each dataset's own jsonl layout (our own text)
+# local data, in the hub's layouts (our own text)
 
 HELLASWAG = [
     {"ind": 1, "activity_label": "Baking bread", "ctx_a": "A woman kneads dough on a table.",
@@ -151,72 +158,119 @@ ARC_NESTED = [
 ]
 
 
-def flat(record):  # the hub's ai2_arc layout
+def flat(record):  # ARC's own nested layout -> the hub's ai2_arc layout
     q = record["question"]
     return {"id": record["id"], "question": q["stem"], "answerKey": record["answerKey"],
             "choices": {"text": [c["text"] for c in q["choices"]], "label": [c["label"] for c in q["choices"]]}}
 
 
-def test_hellaswag_format():
-    doc = ev.hellaswag_doc(HELLASWAG[0])
-    # ctx_a + " " + ctx_b.capitalize(), after "activity_label: "
-    assert doc == {"query": "Baking bread: A woman kneads dough on a table. She",
-                   "choices": HELLASWAG[0]["endings"], "gold": 0}
-    # WikiHow artifacts: " [title]" becomes ". ", other [brackets] go, double spaces close up. The
-    # capitalisation comes first and meets "[step]", so "if" stays lower case (as in lm-eval)
-    doc = ev.hellaswag_doc(HELLASWAG[1])
-    assert doc["query"] == "Home and Garden: How to water a plant. Check the soil. if it"
-    assert doc["choices"][0] == "is dry, water it. Use a can."
-    assert doc["gold"] == 0  # the hub's labels are strings
 
-
-def test_arc_format_both_layouts():
-    doc = ev.arc_doc(ARC_NESTED[1])
-    assert doc == {"query": "Question: What do plants need to make food?\nAnswer:",
-                   "choices": ["sand", "music", "sunlight", "plastic"], "gold": 2}
-    assert [ev.arc_doc(flat(r)) for r in ARC_NESTED] == [ev.arc_doc(r) for r in ARC_NESTED]
-
-
-def test_continuations_are_space_then_choice_and_split_like_lm_eval():
-    seen = []
-
-    def encode(text):
-        seen.append(text)
-        return toy_encode(text)
-
-    ev.evaluate(unigram(LM), [{"context": "Question: Q?\nAnswer:", "choices": ["a", "bb"], "gold": 0}], encode, 64)
-    assert seen == ["Question: Q?\nAnswer:", "Question: Q?\nAnswer: a", "Question: Q?\nAnswer: bb"]
-
-
-def test_fewshot_contexts():
-    docs = [ev.arc_doc(r) for r in ARC_NESTED]
-    pool = [ev.hellaswag_doc(r) for r in HELLASWAG]
-    contexts = ev.fewshot_contexts(docs, pool, 2, seed=1234)
-    answered = {d["query"] + " " + d["choices"][d["gold"]] for d in pool}
-    for doc, context in zip(docs, contexts):
-        *shots, query = context.split("\n\n")
-        assert query == doc["query"]
-        assert len(shots) == 2 and len(set(shots)) == 2 and set(shots) <= answered
-    assert contexts[0].startswith(("Baking bread: ", "Home and Garden: ", "Running: "))
-    # fixed seed: the same contexts again; another seed draws other examples somewhere
-    assert ev.fewshot_contexts(docs, pool, 2, seed=1234) == contexts
-    assert any(ev.fewshot_contexts(docs, pool, 2, seed=s) != contexts for s in range(5))
-    assert ev.fewshot_contexts(docs, pool, 0) == [d["query"] for d in docs]
-    # drawing from the evaluated set itself: never the example being scored, and still 2 shots
-    for doc, context in zip(docs, ev.fewshot_contexts(docs, docs, 2, same_split=True)):
-        *shots, _ = context.split("\n\n")
-        assert len(shots) == 2 and doc["query"] not in "".join(shots)
-    with pytest.raises(ev.EvalError, match="3 examples to draw from but there are 2"):
-        ev.fewshot_contexts(docs[:2], docs[:2], 2, same_split=True)
-
-
-# -----------------------------------------------------------------------------
-# files, eval.json, the command line
 
 def write_jsonl(path, records):
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     return str(path)
 
+
+class ReferenceLM(TemplateLM):
+    """lm-eval's TemplateLM with the plainest scoring: each request alone, whole (no truncation, no batching,
+    no padding), straight from the model's logits; what lm-eval's evaluator gets from it is the reference."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.enc = model.eval(), get_gpt2_encoding()
+
+    @property
+    def eot_token_id(self):
+        return self.enc.eot_token
+
+    def tok_encode(self, string, **kwargs):
+        return self.enc.encode(string, allowed_special={"<|endoftext|>"})
+
+    @torch.no_grad()
+    def _loglikelihood_tokens(self, requests, disable_tqdm=False):
+        results = []
+        for _, context, continuation in requests:
+            x = torch.tensor([context + continuation])
+            logits, _ = self.model(x, x)
+            logp = torch.log_softmax(logits[0, len(context) - 1:-1].double(), dim=-1)
+            target = torch.tensor(continuation)
+            results.append((logp[torch.arange(len(target)), target].sum().item(),
+                            bool((logp.argmax(-1) == target).all())))
+        return results
+
+    def loglikelihood_rolling(self, requests, disable_tqdm=False):
+        raise NotImplementedError
+
+    def generate_until(self, requests, disable_tqdm=False):
+        raise NotImplementedError
+
+
+class RecordingAdapter(ev.GPTAdapter):
+    """Our adapter, keeping every (context, continuation) text it scored and its score."""
+
+    def _loglikelihood_tokens(self, requests, disable_tqdm=False):
+        results = super()._loglikelihood_tokens(requests, disable_tqdm)
+        self.scored = getattr(self, "scored", {})
+        self.scored.update({texts: ll for (texts, _, _), (ll, _) in zip(requests, results)})
+        return results
+
+
+def test_scores_equal_lm_eval_reference(tmp_path):
+    """Our path (task_spec over local files, the adapter batched with right padding, the records) against lm-eval's
+    evaluator on the same task definition with a plain reference model: the same prompts, the same few-shot draws,
+    the same log-likelihoods and the same acc, acc_norm and stderr."""
+    torch.manual_seed(0)
+    config = GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=512, vocab_size=50304, residual="nesterov",
+                       bias=False)
+    model = GPT(config).eval()
+    with torch.no_grad():  # sharper than the initial weights, so that choices are told apart by a margin
+        model.lm_head.weight.mul_(50)
+    files = {"hellaswag": write_jsonl(tmp_path / "hs.jsonl", HELLASWAG * 2),
+             "arc_easy": write_jsonl(tmp_path / "arc.jsonl", [flat(r) for r in ARC_NESTED])}
+    shots = {"hellaswag": write_jsonl(tmp_path / "hs_train.jsonl", HELLASWAG)}  # arc_easy: from its own file
+    num_fewshot = {"hellaswag": 2, "arc_easy": 1}
+    ours = RecordingAdapter(model, get_gpt2_encoding().encode_ordinary, 50256, batch_size=3)
+    records = ev.run_downstream(ours, str(tmp_path), ["hellaswag", "arc_easy"], files=files, fewshot_files=shots,
+                                num_fewshot=num_fewshot)
+    assert json.loads((tmp_path / "eval.json").read_text()) == records
+    task_manager = TaskManager()
+    for record in records:
+        task = record["task"]
+        reference = ReferenceLM(model)
+        scored = {}
+        original = reference._loglikelihood_tokens
+
+        def recording(requests, disable_tqdm=False):
+            results = original(requests, disable_tqdm)
+            scored.update({texts: ll for (texts, _, _), (ll, _) in zip(requests, results)})
+            return results
+        reference._loglikelihood_tokens = recording
+        spec = ev.task_spec(task_manager, task, files[task], shots.get(task, ""))
+        out = lm_eval.simple_evaluate(reference, tasks=[spec], num_fewshot=num_fewshot[task], task_manager=task_manager,
+                                      log_samples=False, random_seed=1234, numpy_random_seed=1234,
+                                      torch_random_seed=1234, fewshot_random_seed=1234)
+        expected = out["results"][task]
+        assert record["n"] == (6 if task == "hellaswag" else 3) and record["num_fewshot"] == num_fewshot[task]
+        for metric in ("acc", "acc_norm", "acc_stderr", "acc_norm_stderr"):
+            assert record[metric] == pytest.approx(expected[metric + ",none"], abs=1e-12), metric
+        assert len({texts for texts in scored if texts[0].startswith(("Baking", "Home", "Running", "Question"))}) \
+            == len(scored)
+        assert {k: ours.scored[k] for k in scored} == pytest.approx(scored, abs=1e-4)
+    # lm-eval's own prompt formats reached the model: HellaSwag's cleaned WikiHow text and ARC's "Question:"
+    contexts = [c for c, _ in ours.scored]
+    assert any(c.endswith("Baking bread: A woman kneads dough on a table. She") for c in contexts)
+    assert any(c.endswith("Home and Garden: How to water a plant. Check the soil. if it") for c in contexts)
+    sun = [c for c, cont in ours.scored if cont == " the Sun"]
+    assert sun and sun[0].endswith("Question: Which object is a source of light?\nAnswer:")
+    # with ARC's few-shot examples drawn from the evaluated file: never the example being scored
+    for context, _ in ours.scored:
+        if not context.startswith("Question: "):
+            continue
+        *shots, query = context.split("\n\n")
+        assert len(shots) == 1 and not shots[0].startswith(query)
+
+# -----------------------------------------------------------------------------
+# files, eval.json, the command line
 
 def small_gpt_checkpoint(out_dir, iter_num=7):
     torch.manual_seed(0)
@@ -230,14 +284,14 @@ def small_gpt_checkpoint(out_dir, iter_num=7):
 
 
 def test_run_downstream_appends_records(tmp_path):
-    model = small_gpt_checkpoint(tmp_path / "out")
+    lm = ev.GPTAdapter(small_gpt_checkpoint(tmp_path / "out"), get_gpt2_encoding().encode_ordinary, 50256, 2)
     files = {"hellaswag": write_jsonl(tmp_path / "hs.jsonl", HELLASWAG),
              "arc_easy": write_jsonl(tmp_path / "arc.jsonl", [flat(r) for r in ARC_NESTED])}
     eval_json = tmp_path / "out" / "eval.json"
     eval_json.write_text(json.dumps([{"task": "earlier"}]))
     for it in (3, 4):
-        ev.run_downstream(model, str(tmp_path / "out"), ["hellaswag", "arc_easy"], iter_num=it, files=files,
-                          num_fewshot={"hellaswag": 2, "arc_easy": 1}, batch_size=2)
+        ev.run_downstream(lm, str(tmp_path / "out"), ["hellaswag", "arc_easy"], iter_num=it, files=files,
+                          num_fewshot={"hellaswag": 2, "arc_easy": 1})
     records = json.loads(eval_json.read_text())
     assert [(r["task"], r.get("iter")) for r in records] == [
         ("earlier", None), ("hellaswag", 3), ("arc_easy", 3), ("hellaswag", 4), ("arc_easy", 4)]
@@ -254,74 +308,93 @@ def test_run_downstream_appends_records(tmp_path):
     assert eval_json.read_text() == "{oops"
 
 
-def run_cli(*args, env=None):
+def run_cli(*args):
     return subprocess.run([sys.executable, str(ROOT / "eval.py"), *args], capture_output=True, text=True,
-                          cwd=ROOT, env=env, timeout=120)
+                          cwd=ROOT, timeout=300)
 
 
 def test_cli_smoke_with_local_files(tmp_path):
     small_gpt_checkpoint(tmp_path / "out", iter_num=7)
     hs = write_jsonl(tmp_path / "hs.jsonl", HELLASWAG)
-    arc, arc_train = write_jsonl(tmp_path / "arc.jsonl", ARC_NESTED[:2]), write_jsonl(tmp_path / "arct.jsonl", ARC_NESTED)
+    arc = write_jsonl(tmp_path / "arc.jsonl", [flat(r) for r in ARC_NESTED[:2]])
+    arc_train = write_jsonl(tmp_path / "arct.jsonl", [flat(r) for r in ARC_NESTED])
     result = run_cli(f"--out_dir={tmp_path / 'out'}", "--tasks=hellaswag,arc_easy", "--device=cpu", "--limit=2",
                      "--batch_size=2", f"--hellaswag_file={hs}", f"--arc_easy_file={arc}",
-                     f"--arc_easy_fewshot_file={arc_train}", "--hellaswag_num_fewshot=1", "--arc_easy_num_fewshot=3")
+                     f"--arc_easy_fewshot_file={arc_train}", "--num_fewshot=1")
     assert result.returncode == 0, result.stderr
-    assert "hellaswag 1-shot: acc" in result.stdout and "arc_easy 3-shot: acc" in result.stdout
+    assert result.stderr == ""  # no progress bars (ours, lm-eval's, datasets') where stdout is not a terminal
+    assert "hellaswag 1-shot: acc " in result.stdout and "arc_easy 1-shot: acc " in result.stdout
+    assert "acc_norm" in result.stdout
     records = json.loads((tmp_path / "out" / "eval.json").read_text())
     assert [(r["task"], r["iter"], r["num_fewshot"], r["n"]) for r in records] == [
-        ("hellaswag", 7, 1, 2), ("arc_easy", 7, 3, 2)]
+        ("hellaswag", 7, 1, 2), ("arc_easy", 7, 1, 2)]
     assert all(0 <= r["acc"] <= 1 and 0 <= r["acc_norm"] <= 1 for r in records)
 
 
-def test_train_evaluates_its_best_checkpoint_downstream(tmp_path, tiny_data, run_script):
+def test_train_evaluates_its_best_checkpoint_downstream(tmp_path, tiny_data, run_here):
     from conftest import TINY
-    hs, arc = write_jsonl(tmp_path / "hs.jsonl", HELLASWAG), write_jsonl(tmp_path / "arc.jsonl", ARC_NESTED)
-    # the paper's 10 and 25 shots, drawn from enough (repeated) examples
-    hs_shots = write_jsonl(tmp_path / "hs_train.jsonl", HELLASWAG * 4)
-    arc_shots = write_jsonl(tmp_path / "arc_train.jsonl", ARC_NESTED * 9)
+    arc_records = [flat(r) for r in ARC_NESTED]
+    hs, arc = write_jsonl(tmp_path / "hs.jsonl", HELLASWAG), write_jsonl(tmp_path / "arc.jsonl", arc_records)
+    # the paper's 10 and 25 shots, drawn from enough examples (repeated, but told apart by their ids: lm-eval
+    # never draws a copy of the example being scored)
+    hs_shots = write_jsonl(tmp_path / "hs_train.jsonl", [dict(r, ind=100 + i) for i, r in enumerate(HELLASWAG * 4)])
+    arc_shots = write_jsonl(tmp_path / "arc_train.jsonl", [dict(r, id=f"t{i}") for i, r in enumerate(arc_records * 9)])
     out = tmp_path / "run"
-    r = run_script("train.py", *TINY, f"--dataset={tiny_data}", f"--out_dir={out}", "--residual=nesterov",
+    r = run_here("train.py", *TINY, f"--dataset={tiny_data}", f"--out_dir={out}", "--residual=nesterov",
                    "--max_iters=4", "--eval_interval=2", "--eval_downstream=True", "--downstream_limit=2",
                    f"--hellaswag_file={hs}", f"--hellaswag_fewshot_file={hs_shots}",
                    f"--arc_easy_file={arc}", f"--arc_easy_fewshot_file={arc_shots}")
     assert r.returncode == 0, r.stderr
     best_iter = torch.load(out / "ckpt.pt", weights_only=True)["iter_num"]
     records = json.loads((out / "eval.json").read_text())
-    assert [(rec["task"], rec["iter"], rec["n"]) for rec in records] == [("hellaswag", best_iter, 2), ("arc_easy", best_iter, 2)]
+    assert [(rec["task"], rec["iter"], rec["n"]) for rec in records] == [("hellaswag", best_iter, 2),
+                                                                          ("arc_easy", best_iter, 2)]
     assert records[0]["num_fewshot"] == 10 and records[1]["num_fewshot"] == 25
     assert "hellaswag 10-shot: acc" in r.stdout
 
 
-def assert_clean_error(result, *words):
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
-    for w in words:
-        assert w in result.stderr
-
-
-def test_cli_offline_without_files(tmp_path):
-    small_gpt_checkpoint(tmp_path / "out")
-    # an endpoint that refuses at once stands in for "no network", also on machines that have one
-    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")}
-    env["HF_ENDPOINT"] = "http://127.0.0.1:9"
-    result = run_cli(f"--out_dir={tmp_path / 'out'}", "--tasks=hellaswag", env=env)
-    assert_clean_error(result, "cannot be reached", "--hellaswag_file=PATH")
-    assert not (tmp_path / "out" / "eval.json").exists()
-
-
 @pytest.mark.parametrize("args, words", [
     (["--out_dir={tmp}/nothing"], "no checkpoint"),
-    (["--out_dir={tmp}/out", "--tasks=hellaswag,piqa"], "unknown task(s) piqa"),
-    (["--out_dir={tmp}/out", "--tasks=arc_easy", "--arc_easy_file={tmp}/bad.jsonl"], "known layout"),
+    (["--out_dir={tmp}/out", "--tasks=hellaswag,no_such_task"], "unknown task 'no_such_task'"),
+    (["--out_dir={tmp}/out", "--tasks=arc_easy", "--arc_easy_file={tmp}/bad.jsonl"], "could not evaluate arc_easy"),
     (["--out_dir={tmp}/out", "--tasks=arc_easy", "--arc_easy_file={tmp}/missing.jsonl"], "does not exist"),
+    (["--out_dir={tmp}/out", "--tasks=arc_easy", "--arc_easy_file={tmp}/arc.jsonl"], "could not evaluate arc_easy"),
+    # an endpoint that refuses at once stands in for "no network", also on machines that have one
+    (["--out_dir={tmp}/out", "--tasks=hellaswag"], "cannot be reached"),
 ])
-def test_cli_bad_inputs(tmp_path, capsys, args, words):
+def test_cli_bad_inputs(tmp_path, capsys, monkeypatch, args, words):
     small_gpt_checkpoint(tmp_path / "out")
     (tmp_path / "bad.jsonl").write_text('{"question": "no choices here"}\n')
+    write_jsonl(tmp_path / "arc.jsonl", [flat(r) for r in ARC_NESTED])  # 3 examples for 25 shots
+    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
     with pytest.raises(SystemExit) as exit:
         ev.main([a.format(tmp=tmp_path) for a in args])
     assert exit.value.code == 1
-    err = capsys.readouterr().err
-    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1 and words in err
+    err = capsys.readouterr().err  # progress bars before it are off outside a terminal (see the CLI test)
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("error: ") and words in err, err
+    assert not (tmp_path / "out" / "eval.json").exists()
+
+
+def test_script_dataset_falls_back_to_parquet(tmp_path, monkeypatch, capsys):
+    """datasets >= 4 refuses Rowan/hellaswag's loading script; lm-eval's task then reads the hub's parquet
+    conversion. A stand-in load_dataset plays the hub: the script error, unless asked for that revision."""
+    import datasets
+    calls = []
+
+    def load_dataset(path, name=None, revision=None, **kwargs):
+        calls.append((path, revision))
+        if revision != "refs/convert/parquet":
+            raise RuntimeError("Dataset scripts are no longer supported, but found hellaswag.py")
+        records = [dict(r, label=str(r["label"])) for r in HELLASWAG]  # the hub's labels are strings
+        return datasets.DatasetDict({split: datasets.Dataset.from_list(records) for split in ("train", "validation")})
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    monkeypatch.setattr("dataprep._hub_reachable", lambda: True)
+    lm = ev.GPTAdapter(small_gpt_checkpoint(tmp_path / "out"), get_gpt2_encoding().encode_ordinary, 50256)
+    [record] = ev.run_downstream(lm, str(tmp_path / "out"), ["hellaswag"], num_fewshot={"hellaswag": 1})
+    assert calls == [("Rowan/hellaswag", None), ("Rowan/hellaswag", "refs/convert/parquet")]
+    assert (record["task"], record["n"], record["data"]) == ("hellaswag", 3, "hub")
+    notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note:")]
+    assert notes == ["note: Rowan/hellaswag is built by a loading script, which this version of datasets no longer "
+                     "runs; reading the hub's parquet conversion of it (revision='refs/convert/parquet') instead"]

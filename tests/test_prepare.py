@@ -175,15 +175,19 @@ def test_offline_without_files_says_what_to_do(tmp_path, dataset, offline_env):
     assert_clean_error(result, "pass --data-files PATH")
 
 
+@pytest.mark.parametrize("script_based", [False, True], ids=["parquet", "script"])
 @pytest.mark.parametrize("sample", [False, True], ids=["full", "sample"])
 @pytest.mark.parametrize("val_split", ["validation", None], ids=["hub_splits", "seeded"])
-def test_hub_source(tmp_path, monkeypatch, sample, val_split):
-    # the hub code paths, with a stand-in for load_dataset: the real download can't be tested offline
+def test_hub_source(tmp_path, monkeypatch, capsys, sample, val_split, script_based):
+    # the hub code paths, with a stand-in for load_dataset: the real download can't be tested offline. A
+    # script-based dataset (datasets >= 4 refuses it) loads only from the hub's parquet conversion.
     datasets = pytest.importorskip("datasets")
     splits = {"train": DOCS[:20], "validation": DOCS[20:]}
 
-    def load_dataset(name, streaming=False, num_proc=None):
+    def load_dataset(name, streaming=False, num_proc=None, revision=None):
         assert name == "someone/stories"
+        if script_based and revision != "refs/convert/parquet":
+            raise RuntimeError("Dataset scripts are no longer supported, but found stories.py")
         ds = {split: datasets.Dataset.from_dict({"text": docs}) for split, docs in splits.items()}
         return {split: d.to_iterable_dataset() for split, d in ds.items()} if streaming else ds
 
@@ -192,6 +196,10 @@ def test_hub_source(tmp_path, monkeypatch, sample, val_split):
     dataprep.main(name="no-local-mirror", hub="someone/stories", out_dir=tmp_path, sample_docs=15, sample_val_docs=4,
                   hub_val_split=val_split, hub_val_fraction=0.1,
                   argv=["--num-proc", "1"] + (["--sample"] if sample else []))
+    notes = [line for line in capsys.readouterr().out.splitlines() if "parquet" in line]
+    assert notes == (["note: someone/stories is built by a loading script, which this version of datasets no "
+                      "longer runs; reading the hub's parquet conversion of it (revision='refs/convert/parquet') "
+                      "instead"] if script_based else [])
     meta, train, val = load_output(tmp_path)
     train_docs = DOCS[:15] if sample else DOCS[:20]
     if val_split:

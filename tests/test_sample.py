@@ -6,9 +6,9 @@ from tokenizer import get_gpt2_encoding
 SEP = "---------------"
 
 
-def test_samples_from_trained_checkpoint(trained, run_script):
+def test_samples_from_trained_checkpoint(trained, run_here):
     out, _ = trained("nesterov")
-    r = run_script("sample.py", f"--out_dir={out}", "--num_samples=2", "--max_new_tokens=20", "--device=cpu",
+    r = run_here("sample.py", f"--out_dir={out}", "--num_samples=2", "--max_new_tokens=20", "--device=cpu",
                    "--start=Once upon a time")
     assert r.returncode == 0, r.stderr
     samples = r.stdout.split("\n", 1)[1].split(SEP + "\n")  # after the model's parameter count
@@ -17,7 +17,7 @@ def test_samples_from_trained_checkpoint(trained, run_script):
         assert s.startswith("Once upon a time") and len(s.strip()) > len("Once upon a time") + 10
 
 
-def test_nanogpt_checkpoint(tmp_path, run_script):
+def test_nanogpt_checkpoint(tmp_path, run_here):
     """A checkpoint as nanoGPT's train.py writes it: model_args without our keys, a compiled model's
     '_orig_mod.' prefixes, maybe a causal-mask buffer. Greedy decoding (top_k=1) must give the text this exact model gives."""
     torch.manual_seed(0)
@@ -37,7 +37,7 @@ def test_nanogpt_checkpoint(tmp_path, run_script):
     }, tmp_path / "ckpt.pt")
     prompt = tmp_path / "prompt.txt"
     prompt.write_text("The cat sat on the")
-    r = run_script("sample.py", f"--out_dir={tmp_path}", f"--start=FILE:{prompt}", "--num_samples=1",
+    r = run_here("sample.py", f"--out_dir={tmp_path}", f"--start=FILE:{prompt}", "--num_samples=1",
                    "--max_new_tokens=12", "--top_k=1", "--device=cpu")
     assert r.returncode == 0, r.stderr
     enc = get_gpt2_encoding()
@@ -46,13 +46,13 @@ def test_nanogpt_checkpoint(tmp_path, run_script):
     assert r.stdout.endswith(f"{expected}\n{SEP}\n")
 
 
-def test_errors(tmp_path, run_script):
-    r = run_script("sample.py", f"--out_dir={tmp_path}")
+def test_errors(tmp_path, run_script, run_here):
+    r = run_script("sample.py", f"--out_dir={tmp_path}")  # a process of its own: its real stderr and exit status
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert r.stderr.strip() == f"error: no checkpoint at {tmp_path / 'ckpt.pt'}: train one with train.py first, " \
                                f"or point --out_dir at its folder."
     (tmp_path / "ckpt.pt").write_bytes(b"garbage")
-    r = run_script("sample.py", f"--out_dir={tmp_path}")
+    r = run_here("sample.py", f"--out_dir={tmp_path}")
     assert r.returncode == 1 and "Traceback" not in r.stderr and "could not load" in r.stderr
-    r = run_script("sample.py", f"--out_dir={tmp_path}", f"--start=FILE:{tmp_path / 'nope.txt'}")
+    r = run_here("sample.py", f"--out_dir={tmp_path}", f"--start=FILE:{tmp_path / 'nope.txt'}")
     assert r.returncode == 1 and "does not exist" in r.stderr

@@ -1,9 +1,7 @@
 """train.py end to end on real TinyStories tokens, with tiny models (2 layers, width 32, context 32)."""
-import importlib.util
 import json
-import os
 import shutil
-import subprocess
+import struct
 import sys
 
 import pytest
@@ -12,7 +10,7 @@ import torch
 from conftest import REPO, TINY
 from model import GPT, GPTConfig
 
-KEYS = {"iter", "train_loss", "val_loss", "lr", "tokens_per_s", "mfu"}
+KEYS = {"iter", "train_loss", "val_loss", "lr", "tokens_per_s", "mfu", "time"}
 
 
 def metrics(out_dir):
@@ -42,6 +40,8 @@ def test_training_lowers_loss(trained, residual):
     assert [r["iter"] for r in evals] == [0, 15, 30]
     assert [r["iter"] for r in logs] == list(range(30))
     assert all(r["tokens_per_s"] > 0 and r["mfu"] > 0 for r in logs)
+    times = [r["time"] for r in rows]  # training seconds, for plots against time
+    assert times == sorted(times) and times[-1] > 0
     # from ~ln(50304) = 10.8 at init, real text is learnt quickly (unigram statistics first)
     assert evals[0]["val_loss"] > 10.5
     assert evals[-1]["val_loss"] < evals[0]["val_loss"] - 2.0
@@ -85,29 +85,33 @@ def test_resume_matches_uninterrupted_run(trained, tiny_data, tmp_path, run_scri
     r = run_script("train.py", *common, "--max_iters=30", "--init_from=resume")
     assert r.returncode == 0, r.stderr
     assert "resuming from" in r.stdout
+    assert "it/s]" not in r.stderr and "%|" not in r.stderr  # stdout is not a terminal: no progress bar
     # same data stream, optimizer state and schedule: bit-identical losses
     assert losses(tmp_path) == losses(full)
+    times = [r["time"] for r in metrics(tmp_path)]  # the resumed run's training time goes on from the first's
+    assert times == sorted(times)
 
 
-def test_paper_recipe_lowers_loss_and_resumes_exactly(tiny_data, tmp_path, run_script):
+def test_paper_recipe_lowers_loss_and_resumes_exactly(tiny_data, tmp_path, run_here):
     """The paper's optimizer and data order: Muon for the block matrices and AdamW for the rest, over shuffled
-    epochs; both optimizers' states and the position in the epochs go into the checkpoint."""
+    epochs; both optimizers' states and the position in the epochs go into the checkpoint. (The runs are compared
+    with each other only, so they all run in this process.)"""
     common = [*TINY, f"--dataset={tiny_data}", "--residual=nesterov", "--optimizer=muon", "--muon_lr=0.02",
               "--data_order=epoch", "--eval_interval=10"]
-    r = run_script("train.py", *common, f"--out_dir={tmp_path / 'full'}", "--max_iters=20")
+    r = run_here("train.py", *common, f"--out_dir={tmp_path / 'full'}", "--max_iters=20")
     assert r.returncode == 0, r.stderr
     evals = [r["val_loss"] for r in metrics(tmp_path / "full") if r["val_loss"] is not None]
     assert evals[-1] < evals[0] - 2.0
     ckpt = torch.load(tmp_path / "full" / "ckpt.pt", map_location="cpu", weights_only=True)
     assert len(ckpt["optimizer"]) == 2  # Muon's momentum buffers and AdamW's moments
     assert ckpt["rng"][0]["epoch_order"] == {"epoch": 0, "index": 20 * 2 * 4}  # 20 iters of 2 micro-batches of 4
-    r = run_script("train.py", *common, f"--out_dir={tmp_path / 'split'}", "--max_iters=10")
+    r = run_here("train.py", *common, f"--out_dir={tmp_path / 'split'}", "--max_iters=10")
     assert r.returncode == 0, r.stderr
-    r = run_script("train.py", *common, f"--out_dir={tmp_path / 'split'}", "--max_iters=20", "--init_from=resume")
+    r = run_here("train.py", *common, f"--out_dir={tmp_path / 'split'}", "--max_iters=20", "--init_from=resume")
     assert r.returncode == 0, r.stderr
     assert losses(tmp_path / "split") == losses(tmp_path / "full")
     # an AdamW checkpoint cannot silently resume under Muon
-    r = run_script("train.py", *TINY, f"--dataset={tiny_data}", f"--out_dir={tmp_path / 'split'}",
+    r = run_here("train.py", *TINY, f"--dataset={tiny_data}", f"--out_dir={tmp_path / 'split'}",
                    "--init_from=resume", "--max_iters=21")
     one_sentence_error(r, "optimizer")
 
@@ -124,51 +128,102 @@ def test_eval_windows_do_not_depend_on_seed(trained, tiny_data, tmp_path, run_sc
     assert (row["iter"], row["val_loss"], row["train_loss"]) == (30, final["val_loss"], final["train_loss"])
 
 
-@pytest.mark.skipif(importlib.util.find_spec("wandb") is not None, reason="needs a machine without wandb")
-def test_wandb_missing(tiny_data, tmp_path, run_script):
-    r = run_script("train.py", *TINY, f"--dataset={tiny_data}", f"--out_dir={tmp_path}", "--wandb_log=True")
+def test_wandb_missing(tiny_data, tmp_path, run_here, monkeypatch):
+    monkeypatch.setitem(sys.modules, "wandb", None)  # `import wandb` raises ImportError, as on a machine without it
+    r = run_here("train.py", *TINY, f"--dataset={tiny_data}", f"--out_dir={tmp_path}", "--wandb_log=True")
     one_sentence_error(r, "wandb", "pip install wandb")
+
+
+def wandb_history(wandb_dir):
+    """The history rows ({key: value} per step) of the one offline run under wandb_dir, read from its .wandb file:
+    wandb's own Record protobufs in a LevelDB-style log (a 7-byte file header, then 32 KiB blocks of chunks, each
+    with a 7-byte header: CRC-32, length, type 1 full / 2 first / 3 middle / 4 last)."""
+    from wandb.proto import wandb_internal_pb2
+    [path] = wandb_dir.glob("wandb/offline-run-*/run-*.wandb")
+    data, pos, chunk, rows = path.read_bytes(), 7, b"", []
+    while pos + 7 <= len(data):
+        if 32768 - pos % 32768 < 7:  # a block's tail too short for a header is padding
+            pos += 32768 - pos % 32768
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        chunk, pos = chunk + data[pos + 7:pos + 7 + length], pos + 7 + length
+        if kind in (1, 4):
+            record = wandb_internal_pb2.Record.FromString(chunk)
+            chunk = b""
+            if record.WhichOneof("record_type") == "history":
+                rows.append({item.key or "/".join(item.nested_key): json.loads(item.value_json)
+                             for item in record.history.item})
+    return rows
 
 
 @pytest.mark.skipif(not (torch.distributed.is_available() and torch.distributed.is_gloo_available()),
                     reason="torch.distributed with gloo is not available")
-def test_ddp_two_processes(tiny_data, tmp_path, run_script):
-    r = run_script("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py", *TINY,
-                   f"--dataset={tiny_data}", f"--out_dir={tmp_path}", "--residual=nesterov", "--max_iters=6",
-                   "--eval_interval=3")
+def test_ddp_two_processes_and_wandb(tiny_data, tmp_path, run_script, run_here, monkeypatch):
+    """Two DDP processes on CPU (gloo), logging to wandb offline: rank 0 alone writes files and makes the wandb
+    run. With the epoch data order, 2 ranks x 1 micro-batch see the same windows per iteration as 1 process x 2,
+    so they train like it."""
+    common = [*TINY, f"--dataset={tiny_data}", "--residual=nesterov", "--data_order=epoch", "--max_iters=8",
+              "--eval_interval=4", "--gradient_accumulation_steps=2"]
+    out, wandb_dir = tmp_path / "ddp", tmp_path / "wandb"
+    wandb_dir.mkdir()
+    r = run_script("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py", *common,
+                   f"--out_dir={out}", "--wandb_log=True", WANDB_MODE="offline", WANDB_DIR=str(wandb_dir))
     assert r.returncode == 0, r.stderr
-    # rank 0 alone writes: one metrics line per log/eval step, one log line per iteration
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "ckpt.pt", "loss.png", "metrics.jsonl"]
-    rows = metrics(tmp_path)
-    assert [r["iter"] for r in rows if r["val_loss"] is None] == list(range(6))
-    assert [r["iter"] for r in rows if r["val_loss"] is not None] == [0, 3, 6]
-    assert r.stdout.count("iter 0: loss") == 1
+    # rank 0 alone writes and reports: one metrics line per log/eval step, one log line per iteration
+    assert sorted(p.name for p in out.iterdir()) == ["best.pt", "ckpt.pt", "loss.png", "metrics.jsonl"]
+    rows = metrics(out)
+    assert [r["iter"] for r in rows if r["val_loss"] is None] == list(range(8))
+    assert [r["iter"] for r in rows if r["val_loss"] is not None] == [0, 4, 8]
+    assert r.stdout.count("iter 0: loss") == 1 and r.stdout.count("step 8:") == 1
+    assert r.stdout.count("saving checkpoint") == 2
     assert "tokens per iteration will be: 256" in r.stdout  # 4 x 32 tokens x 1 micro-step x 2 processes
-    ckpt = torch.load(tmp_path / "ckpt.pt", map_location="cpu", weights_only=True)
+    ckpt = torch.load(out / "ckpt.pt", map_location="cpu", weights_only=True)
     assert len(ckpt["rng"]) == 2 and not torch.equal(ckpt["rng"][0]["data"], ckpt["rng"][1]["data"])
-    # the processes must not change gradient_accumulation_steps if it does not divide
-    r = run_script("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py", *TINY,
-                   f"--dataset={tiny_data}", f"--out_dir={tmp_path}", "--gradient_accumulation_steps=3")
-    assert r.returncode != 0 and "must be divisible" in r.stderr
+    # one wandb run (wandb_history finds exactly one), whose history holds what metrics.jsonl holds, per step
+    history = {row["_step"]: row for row in wandb_history(wandb_dir)}
+    assert sorted(history) == list(range(9))
+    for row in rows:
+        logged = history[row["iter"]]
+        if row["val_loss"] is None:
+            assert (logged["train/batch_loss"], logged["tokens_per_s"], logged["mfu"], logged["lr"]) == \
+                pytest.approx((row["train_loss"], row["tokens_per_s"], row["mfu"], row["lr"]))
+        else:
+            assert (logged["train/loss"], logged["val/loss"], logged["lr"]) == \
+                pytest.approx((row["train_loss"], row["val_loss"], row["lr"]))
+            scalars = {k: v for k, v in row.items() if k.startswith("layer")}
+            assert len(scalars) == 2 * 2 * 3  # every layer's mu, beta, gamma of both substeps
+            assert {k: logged[f"scalars/{k}"] for k in scalars} == pytest.approx(scalars)
+    # one process with twice the accumulation: the same losses (in this process; compared to a tolerance)
+    r = run_here("train.py", *common, f"--out_dir={tmp_path / 'one'}")
+    assert r.returncode == 0, r.stderr
+    one = metrics(tmp_path / "one")
+    assert [row["iter"] for row in rows] == [row["iter"] for row in one]
+    for a, b in zip(rows, one):
+        for key in ("train_loss", "val_loss"):
+            assert (a[key] is None) == (b[key] is None)
+            if a[key] is not None:
+                assert a[key] == pytest.approx(b[key], rel=1e-4), (a, b)
+    assert one[-1]["val_loss"] < one[0]["val_loss"] - 1.0  # it trained
+    # the processes must not change gradient_accumulation_steps if it does not divide (checked before they
+    # connect, so rank 0's view, in this process, is enough)
+    for key, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "2")):
+        monkeypatch.setenv(key, value)
+    r = run_here("train.py", *TINY, f"--dataset={tiny_data}", f"--out_dir={out}", "--gradient_accumulation_steps=3")
+    one_sentence_error(r, "gradient_accumulation_steps=3 must be divisible by the 2 processes")
 
 
-def test_every_config_trains_two_steps_when_shrunk(tiny_data, tmp_path):
+def test_every_config_trains_two_steps_when_shrunk(tiny_data, tmp_path, run_here):
     """Each config/*.py, shrunk to a 1-layer model on the tiny dataset, trains 2 steps: its keys, its choice of
-    variant, optimizer and data order all run. The configs run 4 processes at a time to keep this quick."""
+    variant, optimizer and data order all run (in this process: train.py as a script, one config after another)."""
     configs = sorted((REPO / "config").glob("*.py"))
     shrink = ["--n_layer=1", "--n_embd=32", "--n_head=2", "--block_size=32", "--batch_size=2",
               "--gradient_accumulation_steps=1", "--max_iters=2", "--eval_iters=1", "--eval_interval=2",
               "--log_interval=1", f"--dataset={tiny_data}", "--device=cpu", "--compile=False", "--dtype=float32",
               "--wandb_log=False", "--init_from=scratch", "--eval_downstream=False"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
     failed = []
-    for i in range(0, len(configs), 4):
-        procs = {c.name: subprocess.Popen([sys.executable, "train.py", c, *shrink, f"--out_dir={tmp_path / c.stem}"],
-                                          cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                          text=True) for c in configs[i:i + 4]}
-        for name, p in procs.items():
-            _, err = p.communicate(timeout=300)
-            if p.returncode != 0:
-                failed.append(f"{name}: {err.strip().splitlines()[-1] if err.strip() else p.returncode}")
+    for c in configs:
+        r = run_here("train.py", c, *shrink, f"--out_dir={tmp_path / c.stem}")
+        if r.returncode != 0:
+            failed.append(f"{c.name}: {r.stderr.strip().splitlines()[-1] if r.stderr.strip() else r.returncode}")
     assert not failed, "\n".join(failed)
     assert all(len(metrics(tmp_path / c.stem)) == 4 for c in configs)  # 2 log lines, 2 evals
