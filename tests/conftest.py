@@ -95,3 +95,11 @@ def trained(tiny_data, tmp_path_factory):
             runs[residual] = out, r.stdout
         return runs[residual]
     return get
+
+
+def run_patched(run_script, patch, script, *args):
+    """Run a script of the repo (through run_script, in a subprocess) after some Python (patch) has replaced part
+    of torch or of our modules."""
+    code = f"import runpy, sys\n{patch}\nsys.argv = [{script!r}, *sys.argv[1:]]\nrunpy.run_path({script!r}, " \
+           f"run_name='__main__')"
+    return run_script("-c", code, *args)

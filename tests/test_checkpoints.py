@@ -9,9 +9,8 @@ import time
 import pytest
 import torch
 
-from conftest import REPO, TINY
+from conftest import REPO, TINY, run_patched
 from model import checkpoint_path
-from test_reliability import run_patched
 from test_train import losses, metrics
 
 

@@ -7,9 +7,8 @@ import os
 import pytest
 import torch
 
-from conftest import TINY
+from conftest import TINY, run_patched
 from model import GPT, GPTConfig
-from test_reliability import run_patched
 from test_train import metrics
 from tokenizer import get_codec
 
