@@ -221,44 +221,49 @@ class Lookahead(torch.autograd.Function):
 
 
 class Momentum(torch.autograd.Function):
-    """V+ = LN_v(U), U = beta V + sum_o gamma_o F_o, in one function (weight None: no LN_v, V+ = U).
-    U is written into one buffer and not kept: backward recomputes it from V and the F_o, which it keeps
-    anyway for the scalars' gradients, so a momentum substep holds one tensor fewer than autograd would.
-    Backward: LN_v's own kernel, then dV = beta dU, dF_o = gamma_o dU and the scalars' gradients as dot
-    products, dbeta = <dU, V>, dgamma_o = <dU, F_o>: one pass each (checked against autograd in float64)."""
+    """V+ = LN_v(U), U = beta V + gamma F (+ gamma2 F2 when a substep calls both oracles), in one function
+    (weight None: no LN_v, V+ = U). U is written into one buffer and not kept: backward recomputes it from V
+    and the F, which it keeps anyway for the scalars' gradients, so a momentum substep holds one tensor fewer
+    than autograd would. Backward: LN_v's own kernel, then dV = beta dU, dF = gamma dU and the scalars'
+    gradients as dot products, dbeta = <dU, V>, dgamma = <dU, F>: one pass each (checked against autograd in
+    float64). The arguments are spelled out (no *args, no None saved): torch.compile traces it so, also under no_grad."""
 
     @staticmethod
-    def forward(ctx, v, beta, weight, bias, *gammas_and_forces):
-        u = Momentum.momentum(v, beta, gammas_and_forces)
-        stats = ()
+    def forward(ctx, v, beta, weight, bias, gamma, force, gamma2=None, force2=None):
+        pairs = [(gamma, force)] + ([(gamma2, force2)] if force2 is not None else [])
+        u = Momentum.momentum(v, beta, pairs)
+        ln_v = [t for t in (weight, bias) if t is not None]
         if weight is not None:
             u, *stats = torch.native_layer_norm(u, (u.size(-1),), weight, bias, 1e-5)
-        ctx.save_for_backward(v, beta, weight, bias, *stats, *gammas_and_forces)
-        ctx.normalised = weight is not None
+            ln_v += stats
+        ctx.save_for_backward(v, beta, *ln_v, *(t for pair in pairs for t in pair))
+        ctx.layout = (weight is not None, bias is not None)
         return u
 
     @staticmethod
-    def momentum(v, beta, gammas_and_forces):
+    def momentum(v, beta, pairs):
         u = v * beta
-        for gamma, force in zip(gammas_and_forces[::2], gammas_and_forces[1::2]):
+        for gamma, force in pairs:
             u.addcmul_(gamma, force)
         return u
 
     @staticmethod
     def backward(ctx, grad):
-        v, beta, weight, bias, *rest = ctx.saved_tensors
+        v, beta, *rest = ctx.saved_tensors
+        has_weight, has_bias = ctx.layout
+        weight = rest.pop(0) if has_weight else None
+        bias = rest.pop(0) if has_bias else None
+        stats, rest = (rest[:2], rest[2:]) if has_weight else ([], rest)
+        pairs = list(zip(rest[::2], rest[1::2]))
         grad_weight = grad_bias = None
-        if ctx.normalised:
-            (mean, rstd), gammas_and_forces = rest[:2], rest[2:]
-            u = Momentum.momentum(v, beta, gammas_and_forces)
+        if has_weight:
+            u = Momentum.momentum(v, beta, pairs)
             grad, grad_weight, grad_bias = torch.ops.aten.native_layer_norm_backward(
-                grad, u, [u.size(-1)], mean, rstd, weight, bias, [True, True, bias is not None])
-        else:
-            gammas_and_forces = rest
+                grad, u, [u.size(-1)], *stats, weight, bias, [True, True, has_bias])
         grads = [grad * beta, _dot(grad, v), grad_weight, grad_bias]
-        for gamma, force in zip(gammas_and_forces[::2], gammas_and_forces[1::2]):
+        for gamma, force in pairs:
             grads += [_dot(grad, force), grad * gamma]
-        return tuple(grads)
+        return tuple(grads) + (None, None) * (2 - len(pairs))
 
 
 class Substep(nn.Module):

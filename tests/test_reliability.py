@@ -255,10 +255,10 @@ def case_weights_of_another_architecture(c):
 
 def case_pickled_object_in_checkpoint(c):
     run = copy_run(c.trained, c.tmp_path)
-    ckpt = torch.load(run / "ckpt.pt", map_location="cpu", weights_only=True)
+    ckpt = torch.load(run / "best.pt", map_location="cpu", weights_only=True)  # what eval.py reads
     # a pickled instance of a class: unpickling it would call code named in the file (here argparse's, harmless)
     ckpt["config"]["extra"] = argparse.Namespace(note="any object")
-    torch.save(ckpt, run / "ckpt.pt")
+    torch.save(ckpt, run / "best.pt")
     return ["eval.py", f"--out_dir={run}", "--device=cpu"], ["pickled Python object", "argparse.Namespace", "refused"]
 
 
