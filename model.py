@@ -171,7 +171,11 @@ class GPTConfig:
     velocity_norm: bool = True  # LN_v after every velocity update; without it the stream diverges (IC, MS)
     v0: str = "embed"  # "embed": V_0 from its own token + position tables; "wte": the tied token table + its own
     # position table; "zero": V_0 = 0
-    velocity_gain_init: float = 1.0  # LN_v's gain at init, i.e. the velocity's RMS after a normalised update
+    # LN_v's gain at init: the velocity's RMS after an update. The paper's LayerNorm starts it at 1, 35x X_0's RMS
+    # (0.02 * sqrt(2)): V then swamps X and every layer after the first is close to the identity at init. 0.03,
+    # about X_0's RMS, starts the velocity on X's scale; it removed YuriiFormer's early lag behind GPT on GPT-2 BPE
+    # text (README, "No early lag"). 1.0 is the paper's, which config/*_base.py name explicitly.
+    velocity_gain_init: float = 0.03
     # Initial mu, beta, gamma (the values, not the raw parameters). The paper leaves them open; the
     # reproduction that matched it within 0.002 nats (IC) used raw parameters 0, i.e. these values.
     mu_init: float = 0.5

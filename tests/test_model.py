@@ -466,10 +466,11 @@ def x0_share_of_xl(model, idx):
 def test_activation_scales_at_init():
     """The velocity starts on X's scale: with LN_v's gain at 1 (the paper's LayerNorm) the first normalised
     velocity has RMS 1 against X_0's 0.028, every later layer is nearly the identity, and X_0 is <1% of X_L
-    (GPT: ~60%). That made YuriiFormer lag GPT for its first few hundred steps on GPT-2 BPE text (README)."""
+    (GPT: ~60%). That made YuriiFormer lag GPT for its first few hundred steps on GPT-2 BPE text; the default gain
+    of 0.03 keeps X_0 >10% of X_L (README, "No early lag")."""
     idx = torch.randint(0, 50257, (4, 128), generator=torch.Generator().manual_seed(0))
     size = dict(vocab_size=50304, block_size=128, n_layer=4, n_head=4, n_embd=128, bias=False)  # config/repro_owt.py
     gd = x0_share_of_xl(make("gd", **size), idx)
     paper = x0_share_of_xl(make("nesterov", velocity_gain_init=1.0, **size), idx)
-    small_gain = x0_share_of_xl(make("nesterov", velocity_gain_init=0.03, **size), idx)
-    assert gd > 0.4 and paper < 0.02 and small_gain > 0.1
+    default = x0_share_of_xl(make("nesterov", **size), idx)  # LN_v's gain starts at 0.03
+    assert gd > 0.4 and paper < 0.02 and default > 0.1
