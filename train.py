@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from configurator import apply_config
 from data_order import EpochOrder
-from model import GPT, GPTConfig, device_peak_flops
+from model import GPT, GPTConfig, checkpoint_path, device_peak_flops
 from tokenizer import read_meta
 
 REPO = os.path.dirname(os.path.abspath(__file__))
@@ -680,7 +680,7 @@ if master_process:
     if eval_downstream:
         # lm-eval on the best-val checkpoint (best.pt), as the paper; the same path as `python eval.py --out_dir=...`
         from eval import EvalError, load_model, run_downstream
-        scored_path = best_path if os.path.exists(best_path) else ckpt_path
+        scored_path = checkpoint_path(out_dir, 'best')  # best.pt, or ckpt.pt when no eval improved
         print(f"downstream evaluation of {scored_path}")
         try:
             lm, best_iter = load_model(scored_path, device)

@@ -11,8 +11,8 @@ $ python bench/throughput.py --variants=nesterov --n_layer=12 --n_head=12 --n_em
 
 A variant is a residual (gd, polyak, nesterov) with an optional splitting: nesterov/euler, and
 nesterov/imex2 for imex with imex_iters=2 (plain imex means k = 1). gd/lie_trotter is the baseline
-and is always run. A step is train.py's iteration without gradient accumulation: forward and loss,
-backward (gradient_accumulation_steps times, as train.py amortises the optimizer step), gradient
+and is always run. A step is train.py's iteration: forward and loss, and backward,
+gradient_accumulation_steps times (1 by default; more amortise the optimizer step as real runs do), gradient
 clipping, the AdamW step of model.configure_optimizers, zero_grad; the batch is random tokens, as
 speed does not depend on what the tokens are.
 
