@@ -27,27 +27,30 @@ MFU is model.flops_per_token() x tokens/s over a peak: on CPU the matmul peak me
 Each step's CPU time (all threads) is measured too. "CPU time vs gd" compares tokens per CPU-second,
 which other jobs on a shared machine disturb far less than wall-clock time; the line below the table
 says what share of their threads' time the steps got (near 100% on an idle machine).
-OpenMP's wait policy is left as train.py runs with (the environment's; recorded in the JSON). On a shared
-machine `OMP_WAIT_POLICY=PASSIVE python bench/throughput.py ...` gives steadier 2-thread timings, as idle
-threads then sleep instead of spinning, but it slows every step and most the variants with many small
-element-wise ops (char config, 2 threads: gd's step 20% slower, nesterov/gd 0.83 instead of 0.87).
+OMP_WAIT_POLICY=PASSIVE is set (unless already set) for this process and the workers: idle OpenMP
+threads then sleep instead of spinning, so waiting workers take no cores from the one being timed (with
+libgomp's default spinning, a 2-thread char-config step took 25x as long) and 2-thread timings on a shared
+machine are steadier. It costs the variants with many small element-wise ops most: train.py, one process,
+runs with the default (char config, 2 threads: gd's step 15% faster, nesterov/gd 0.87 vs 0.83 under PASSIVE).
 
 The default run takes 72 steps of ~3 CPU-seconds each: about 3 minutes on 2 free cores, 7 minutes when
 other jobs left its steps a third of their threads' time (load average 7.7 on our 2-core machine).
 """
-import datetime
-import json as jsonlib  # `json` is a setting here: the output path
 import os
-import platform
-import resource
-import statistics
-import subprocess
-import sys
-import time
-from contextlib import nullcontext
+os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')  # before torch starts OpenMP (see above)
 
-import torch
-from tqdm import tqdm
+import datetime  # noqa: E402
+import json as jsonlib  # noqa: E402  `json` is a setting here: the output path
+import platform  # noqa: E402
+import resource  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from contextlib import nullcontext  # noqa: E402
+
+import torch  # noqa: E402
+from tqdm import tqdm  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # the repo root, from anywhere
@@ -143,7 +146,7 @@ def worker():
             if on_cuda:
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - t0)
-            cpu_times.append(time.process_time() - c0)  # all threads, a spinning OpenMP thread's too
+            cpu_times.append(time.process_time() - c0)  # all threads: with PASSIVE, a waiting thread costs none
         send(times=times, cpu_times=cpu_times,
              peak_mem_bytes=torch.cuda.max_memory_allocated() if on_cuda else peak_rss_bytes())
 
@@ -216,7 +219,7 @@ peak_flops = known or measure_peak_flops(device, dtype, max_n=8192 if on_cuda el
 peak_source = f"{name_of_machine} {dtype} spec sheet" if known else "measured"
 machine = dict(name=name_of_machine, device=device, threads=torch.get_num_threads(), torch=torch.__version__,
                python=platform.python_version(), date=datetime.datetime.now().isoformat(timespec='seconds'),
-               omp_wait_policy=os.environ.get('OMP_WAIT_POLICY', 'default'), peak_flops=peak_flops, peak_source=peak_source,
+               omp_wait_policy=os.environ['OMP_WAIT_POLICY'], peak_flops=peak_flops, peak_source=peak_source,
                load_average_start=load_start)
 print(f"machine: {name_of_machine}, {device}, {machine['threads']} threads, torch {torch.__version__}, "
       f"{machine['date']}, load average {load_start[0]:.2f}")
