@@ -77,12 +77,13 @@ def test_checkpoint_contents(trained):
     assert not list(out.glob("*.tmp"))
 
 
-def test_resume_matches_uninterrupted_run(trained, tiny_data, tmp_path, run_script):
+def test_resume_matches_uninterrupted_run(trained, tiny_data, tmp_path, run_here):
+    """In this process (a resumed run in a process of its own: test_reliability.py's signal tests)."""
     full, _ = trained("nesterov")
     common = [*TINY, f"--dataset={tiny_data}", f"--out_dir={tmp_path}", "--residual=nesterov", "--eval_interval=15"]
-    r = run_script("train.py", *common, "--max_iters=15")
+    r = run_here("train.py", *common, "--max_iters=15")
     assert r.returncode == 0, r.stderr
-    r = run_script("train.py", *common, "--max_iters=30", "--init_from=resume")
+    r = run_here("train.py", *common, "--max_iters=30", "--init_from=resume")
     assert r.returncode == 0, r.stderr
     assert "resuming from" in r.stdout
     assert "it/s]" not in r.stderr and "%|" not in r.stderr  # stdout is not a terminal: no progress bar
@@ -116,13 +117,13 @@ def test_paper_recipe_lowers_loss_and_resumes_exactly(tiny_data, tmp_path, run_h
     one_sentence_error(r, "optimizer")
 
 
-def test_eval_windows_do_not_depend_on_seed(trained, tiny_data, tmp_path, run_script):
+def test_eval_windows_do_not_depend_on_seed(trained, tiny_data, tmp_path, run_here):
     """Re-evaluating the final checkpoint under another seed scores the same windows: the same losses."""
     out, _ = trained("nesterov")
     final = [r for r in metrics(out) if r["val_loss"] is not None][-1]
     shutil.copytree(out, tmp_path / "run")
-    r = run_script("train.py", *TINY, f"--dataset={tiny_data}", f"--out_dir={tmp_path / 'run'}", "--init_from=resume",
-                   "--eval_only=True", "--seed=1")
+    r = run_here("train.py", *TINY, f"--dataset={tiny_data}", f"--out_dir={tmp_path / 'run'}", "--init_from=resume",
+                 "--eval_only=True", "--seed=1")
     assert r.returncode == 0, r.stderr
     row = metrics(tmp_path / "run")[-1]
     assert (row["iter"], row["val_loss"], row["train_loss"]) == (30, final["val_loss"], final["train_loss"])
