@@ -37,9 +37,10 @@ def _run_here(script, *args):
     """Run a script of the repo (train.py, sample.py, eval.py, ...) in this process as `python script args` would,
     with one thread, and return what _run returns: no interpreter start and no torch import, ~2 s less a run.
     An uncaught exception is exit status 1 with its traceback on stderr, and sys.exit("message") prints the message
-    to stderr with status 1, as in a process of its own. What the script sets in os.environ is undone after it."""
+    to stderr with status 1, as in a process of its own. What the script does to os.environ and sys.path is undone
+    after it."""
     saved = sys.argv, os.getcwd(), torch.get_num_threads(), signal.getsignal(signal.SIGTERM), \
-        signal.getsignal(signal.SIGINT), dict(os.environ)
+        signal.getsignal(signal.SIGINT), dict(os.environ), list(sys.path)
     out, err, status = io.StringIO(), io.StringIO(), 0
     sys.argv = [str(script), *map(str, args)]
     os.chdir(REPO)
@@ -63,6 +64,7 @@ def _run_here(script, *args):
         signal.signal(signal.SIGINT, saved[4])
         os.environ.clear()  # train.py sets TQDM_DISABLE, which would reach the subprocesses of later tests
         os.environ.update(saved[5])
+        sys.path[:] = saved[6]  # the bench scripts put the repo root first
     return subprocess.CompletedProcess([script, *args], status, out.getvalue(), err.getvalue())
 
 
