@@ -16,6 +16,9 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 TINYSTORIES = SHARED / "data" / "tinystories" / "tinystories_10Msubset_a.txt"
+# one thread in this process too, as in the scripts' runs: tiny ops on two threads crawl when another process holds
+# a core (test_model.py's generation tests took 10-19 s each instead of 0.05 s)
+torch.set_num_threads(1)
 # a tiny model and schedule for train.py runs in tests
 TINY = ["--n_layer=2", "--n_head=2", "--n_embd=32", "--block_size=32", "--batch_size=4",
         "--gradient_accumulation_steps=2", "--eval_iters=4", "--log_interval=1", "--learning_rate=1e-2",
@@ -33,9 +36,11 @@ def _run(*args, timeout=300, **env):
 def _run_here(script, *args):
     """Run a script of the repo (train.py, sample.py, eval.py, ...) in this process as `python script args` would,
     with one thread, and return what _run returns: no interpreter start and no torch import, ~2 s less a run.
-    An uncaught exception is exit status 1 with its traceback on stderr, as in a process of its own."""
+    An uncaught exception is exit status 1 with its traceback on stderr, and sys.exit("message") prints the message
+    to stderr with status 1, as in a process of its own. What the script does to os.environ and sys.path is undone
+    after it."""
     saved = sys.argv, os.getcwd(), torch.get_num_threads(), signal.getsignal(signal.SIGTERM), \
-        signal.getsignal(signal.SIGINT)
+        signal.getsignal(signal.SIGINT), dict(os.environ), list(sys.path)
     out, err, status = io.StringIO(), io.StringIO(), 0
     sys.argv = [str(script), *map(str, args)]
     os.chdir(REPO)
@@ -46,6 +51,8 @@ def _run_here(script, *args):
                 runpy.run_path(str(REPO / script), run_name="__main__")
             except SystemExit as e:
                 status = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+                if e.code is not None and not isinstance(e.code, int):
+                    print(e.code, file=sys.stderr)
             except Exception:
                 traceback.print_exc()
                 status = 1
@@ -55,6 +62,9 @@ def _run_here(script, *args):
         torch.set_num_threads(saved[2])
         signal.signal(signal.SIGTERM, saved[3])  # train.py installs its own
         signal.signal(signal.SIGINT, saved[4])
+        os.environ.clear()  # train.py sets TQDM_DISABLE, which would reach the subprocesses of later tests
+        os.environ.update(saved[5])
+        sys.path[:] = saved[6]  # the bench scripts put the repo root first
     return subprocess.CompletedProcess([script, *args], status, out.getvalue(), err.getvalue())
 
 
@@ -83,23 +93,17 @@ def tiny_data(tmp_path_factory):
 @pytest.fixture(scope="session")
 def trained(tiny_data, tmp_path_factory):
     """A 30-iteration run per residual, evaluated every 15 iterations: trained("nesterov") -> (out_dir, stdout).
-    Runs once per session; tests that change a run work on a copy."""
+    Runs once per session, in this process (tests that resume or interrupt a run of their own in a subprocess
+    compare it with these, bit for bit); tests that change a run work on a copy."""
     runs = {}
 
     def get(residual):
         if residual not in runs:
             out = tmp_path_factory.mktemp(f"run-{residual}")
-            r = _run("train.py", *TINY, f"--dataset={tiny_data}", f"--out_dir={out}", f"--residual={residual}",
-                     "--max_iters=30", "--eval_interval=15")
+            r = _run_here("train.py", *TINY, f"--dataset={tiny_data}", f"--out_dir={out}", f"--residual={residual}",
+                          "--max_iters=30", "--eval_interval=15")
             assert r.returncode == 0, r.stderr
             runs[residual] = out, r.stdout
         return runs[residual]
     return get
 
-
-def run_patched(run_script, patch, script, *args):
-    """Run a script of the repo (through run_script, in a subprocess) after some Python (patch) has replaced part
-    of torch or of our modules."""
-    code = f"import runpy, sys\n{patch}\nsys.argv = [{script!r}, *sys.argv[1:]]\nrunpy.run_path({script!r}, " \
-           f"run_name='__main__')"
-    return run_script("-c", code, *args)

@@ -9,7 +9,7 @@ import time
 import pytest
 import torch
 
-from conftest import REPO, TINY, run_patched
+from conftest import REPO, TINY
 from model import checkpoint_path
 from test_train import losses, metrics
 
@@ -22,15 +22,16 @@ def weights(path):
     return torch.load(path, map_location="cpu", weights_only=True)["model"]
 
 
-def test_sigterm_after_an_eval_that_did_not_improve(tiny_data, tmp_path, run_script):
+def test_sigterm_after_an_eval_that_did_not_improve(tiny_data, tmp_path, run_here):
     """always_save_checkpoint=False, as every paper config. After the warmup (5 iters) the learning rate climbs to 10,
     so every val loss after iter 5's is worse; SIGTERM right after the eval at iter 15. best.pt must still hold iter
     5's weights (main wrote the stopped state over its only checkpoint), ckpt.pt the stopped state, and resuming
-    from ckpt.pt must give the uninterrupted run's losses."""
+    from ckpt.pt must give the uninterrupted run's losses. The run that is signalled is a process of its own; the
+    others run in this process."""
     args = [*TINY, f"--dataset={tiny_data}", "--max_iters=20", "--eval_interval=5", "--always_save_checkpoint=False",
             "--lr_decay_iters=10", "--min_lr=10"]
     full = tmp_path / "full"
-    r = run_script("train.py", *args, f"--out_dir={full}", "--keep_checkpoints=5")
+    r = run_here("train.py", *args, f"--out_dir={full}", "--keep_checkpoints=5")
     assert r.returncode == 0, r.stderr
     evals = val_losses(full)
     assert evals[5] < evals[0] and evals[5] < min(evals[i] for i in (10, 15, 20)), evals  # the schedule does its job
@@ -59,11 +60,11 @@ def test_sigterm_after_an_eval_that_did_not_improve(tiny_data, tmp_path, run_scr
     assert not all(torch.equal(latest["model"][k], reference[k]) for k in reference)
 
     # sample.py reads best.pt by default
-    r = run_script("sample.py", f"--out_dir={run}", "--num_samples=1", "--max_new_tokens=2", "--device=cpu")
+    r = run_here("sample.py", f"--out_dir={run}", "--num_samples=1", "--max_new_tokens=2", "--device=cpu")
     assert r.returncode == 0, r.stderr
     assert f"sampling from {run / 'best.pt'} (iter 5)" in r.stderr
 
-    r = run_script("train.py", *args, f"--out_dir={run}", "--init_from=resume")
+    r = run_here("train.py", *args, f"--out_dir={run}", "--init_from=resume")
     assert r.returncode == 0, r.stderr
     assert losses(run) == losses(full)
     for name, iter_num in (("ckpt.pt", 20), ("best.pt", 5)):  # as the uninterrupted run's
@@ -80,30 +81,30 @@ def test_checkpoint_path(tmp_path):
         checkpoint_path(tmp_path, "last")
 
 
-# every Muon step prints the learning rate of its group
-MUON_LR = """
-import torch
-_step = torch.optim.Muon.step
-def step(self, *args, **kwargs):
-    print(f"muon lr {self.param_groups[0]['lr']!r}")
-    return _step(self, *args, **kwargs)
-torch.optim.Muon.step = step
-"""
+def muon_lrs(monkeypatch):
+    """The learning rate of every Muon step from now on, in a list that grows as they are taken."""
+    used, step = [], torch.optim.Muon.step
+
+    def recorded(self, *args, **kwargs):
+        used.append(float(self.param_groups[0]["lr"]))
+        return step(self, *args, **kwargs)
+    monkeypatch.setattr(torch.optim.Muon, "step", recorded)
+    return used
 
 
-def test_resume_takes_the_new_muon_lr(tiny_data, tmp_path, run_script):
+def test_resume_takes_the_new_muon_lr(tiny_data, tmp_path, run_here, monkeypatch):
     """A checkpoint restores the optimizers' state, and used to restore Muon's old lr_scale (muon_lr /
     learning_rate) with it: --muon_lr on resuming did nothing. The rate Muon steps with must follow the new one."""
     args = [*TINY, f"--dataset={tiny_data}", f"--out_dir={tmp_path}", "--optimizer=muon", "--eval_interval=4"]
-    r = run_patched(run_script, MUON_LR, "train.py", *args, "--max_iters=4", "--muon_lr=0.02")
+    used = muon_lrs(monkeypatch)
+    r = run_here("train.py", *args, "--max_iters=4", "--muon_lr=0.02")
     assert r.returncode == 0, r.stderr
-    used = [float(line.split()[-1]) for line in r.stdout.splitlines() if line.startswith("muon lr")]
     assert used == pytest.approx([row["lr"] * 0.02 / 1e-2 for row in metrics(tmp_path) if row["val_loss"] is None])
-    r = run_patched(run_script, MUON_LR, "train.py", *args, "--max_iters=8", "--muon_lr=0.005", "--init_from=resume")
+    used.clear()
+    r = run_here("train.py", *args, "--max_iters=8", "--muon_lr=0.005", "--init_from=resume")
     assert r.returncode == 0, r.stderr
     assert "resuming with settings that differ from the checkpoint's run: muon_lr 0.02 -> 0.005, max_iters 4 -> 8" \
         in r.stdout
-    used = [float(line.split()[-1]) for line in r.stdout.splitlines() if line.startswith("muon lr")]
     scheduled = [row["lr"] for row in metrics(tmp_path) if row["val_loss"] is None and row["iter"] >= 4]
     assert len(used) == len(scheduled) == 4
     assert used == pytest.approx([lr * 0.005 / 1e-2 for lr in scheduled])

@@ -1,5 +1,6 @@
 """bench/gpu_check.py at a tiny size on CPU: the tests step, the single-process and DDP runs of gd and nesterov, and
-the JSON and markdown it writes; not the speeds."""
+the JSON and markdown it writes; not the speeds. gpu_check.py runs in this process (its pytest and train.py runs
+are processes of their own, as always)."""
 import json
 
 import pytest
@@ -12,8 +13,8 @@ TINY_CHECK = ["--device=cpu", "--n_layer=2", "--n_head=2", "--n_embd=32", "--blo
 
 
 @pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason="torch.distributed with gloo is not available")
-def test_gpu_check_writes_its_tables(tmp_path, run_script):
-    r = run_script(REPO / "bench" / "gpu_check.py", *TINY_CHECK, "--ddp_procs=2", f"--out={tmp_path}")
+def test_gpu_check_writes_its_tables(tmp_path, run_here):
+    r = run_here("bench/gpu_check.py", *TINY_CHECK, "--ddp_procs=2", f"--out={tmp_path}")
     assert r.returncode == 0, r.stderr
     data = json.loads((tmp_path / "gpu_cpu.json").read_text())
     assert data["data"] == "random tokens"

@@ -47,9 +47,10 @@ def worker_pid(agent_pid, rank):
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_signal_saves_and_resume_is_bit_exact(sig, trained, tiny_data, tmp_path, run_script):
+def test_signal_saves_and_resume_is_bit_exact(sig, trained, tiny_data, tmp_path, run_here):
     """SIGTERM or Ctrl-C mid-run: a checkpoint of that iteration, exit 128 + signal, and a resumed run whose
-    losses equal, bit for bit, those of the uninterrupted run (trained's 30 iterations)."""
+    losses equal, bit for bit, those of the uninterrupted run (trained's 30 iterations). The run that is signalled
+    is a process of its own; the resumed run and trained's run in this process."""
     full, _ = trained("nesterov")
     args = [*TINY, f"--dataset={tiny_data}", f"--out_dir={tmp_path}", "--residual=nesterov", "--eval_interval=15"]
     status, stdout, stderr = interrupt(["train.py", *args, "--max_iters=30"], tmp_path, sig)
@@ -59,7 +60,7 @@ def test_signal_saves_and_resume_is_bit_exact(sig, trained, tiny_data, tmp_path,
     assert 0 < stopped_at < 30
     assert f"stopped by {sig.name} at iter {stopped_at}; continue with the same command and --init_from=resume" \
         in stdout
-    r = run_script("train.py", *args, "--max_iters=30", "--init_from=resume")
+    r = run_here("train.py", *args, "--max_iters=30", "--init_from=resume")
     assert r.returncode == 0, r.stderr
     assert losses(tmp_path) == losses(full)
 

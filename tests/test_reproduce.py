@@ -1,11 +1,9 @@
 """bench/reproduce.py: the quick grid end to end (JSON, table, plot, resuming) on a small real char dataset,
-and its arithmetic (training time from logged tokens/s, paired differences, equal wall clock) on made-up runs."""
+and its arithmetic (training time from logged tokens/s, paired differences, equal wall clock) on made-up runs.
+reproduce.py runs in this process (its train.py runs are processes of their own, as always)."""
 import importlib.util
 import json
-import os
 import statistics
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,36 +17,30 @@ reproduce = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(reproduce)
 
 
-def run(*args):
-    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
-    return subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=300)
-
-
 @pytest.fixture(scope="module")
-def char_data(tmp_path_factory):
+def char_data(tmp_path_factory, run_script):
     """The first 400 stories of a real TinyStories file, prepared with the char tokenizer."""
     if not TS_A.exists():
         pytest.skip(f"{TS_A} is absent (shared/ data not available)")
     tmp = tmp_path_factory.mktemp("char")
     docs = TS_A.read_text(encoding="utf-8").split(EOT)[:400]
     (tmp / "stories.txt").write_text("".join(d + EOT for d in docs), encoding="utf-8")
-    r = run(ROOT / "data" / "tinystories" / "prepare.py", "--data-files", tmp / "stories.txt", "--tokenizer=char",
+    r = run_script(ROOT / "data" / "tinystories" / "prepare.py", "--data-files", tmp / "stories.txt", "--tokenizer=char",
             "--out-dir", tmp / "data", "--val-fraction", "0.1", "--num-proc", "1")
     assert r.returncode == 0, r.stderr
     return tmp / "data"
 
 
-def test_quick_grid_end_to_end_and_resume(char_data, tmp_path):
+def test_quick_grid_end_to_end_and_resume(char_data, tmp_path, run_here):
     results = tmp_path / "results"
     # part of the grid first: seed 1 of the baseline (always run) and of nesterov-euler
-    r = run("bench/reproduce.py", "quick", f"--dataset={char_data}", f"--results={results}", "--seeds=1",
+    r = run_here("bench/reproduce.py", "quick", f"--dataset={char_data}", f"--results={results}", "--seeds=1",
             "--variants=nesterov-euler")
     assert r.returncode == 0, r.stderr
     assert sorted(p.name for p in (results / "runs" / "quick").iterdir()) == ["gd-lt-s1", "nesterov-euler-s1"]
     assert [(x["variant"], x["seed"]) for x in json.loads((results / "quick.json").read_text())["runs"]] == \
         [("gd-lt", 1), ("nesterov-euler", 1)]
-    r = run("bench/reproduce.py", "quick", f"--dataset={char_data}", f"--results={results}")
+    r = run_here("bench/reproduce.py", "quick", f"--dataset={char_data}", f"--results={results}")
     assert r.returncode == 0, r.stderr
     # (the summary line "quick: 4/4 runs (4 run now ..." was once missing from stdout in a fresh-clone run
     # although the grid finished with exit 0; not understood yet, so the files below are what is checked)
@@ -98,19 +90,19 @@ def test_quick_grid_end_to_end_and_resume(char_data, tmp_path):
     # a second invocation reruns nothing; without its run.json, a run is redone, and only that one
     stamps = {(v, s): (results / "runs" / "quick" / f"{v}-s{s}" / "metrics.jsonl").stat().st_mtime_ns
               for v, s in runs}
-    r = run("bench/reproduce.py", "quick", f"--dataset={char_data}", f"--results={results}")
+    r = run_here("bench/reproduce.py", "quick", f"--dataset={char_data}", f"--results={results}")
     assert r.returncode == 0, r.stderr
     assert json.loads((results / "quick.json").read_text())["runs"] == data["runs"]
     (results / "runs" / "quick" / "gd-lt-s2" / "run.json").unlink()
-    r = run("bench/reproduce.py", "quick", f"--dataset={char_data}", f"--results={results}")
+    r = run_here("bench/reproduce.py", "quick", f"--dataset={char_data}", f"--results={results}")
     assert r.returncode == 0, r.stderr
     for (v, s), stamp in stamps.items():
         changed = (results / "runs" / "quick" / f"{v}-s{s}" / "metrics.jsonl").stat().st_mtime_ns != stamp
         assert changed == ((v, s) == ("gd-lt", 2))
 
 
-def test_missing_dataset_fails_clearly(tmp_path):
-    r = run("bench/reproduce.py", "quick", f"--dataset={tmp_path / 'nothing'}", f"--results={tmp_path}")
+def test_missing_dataset_fails_clearly(tmp_path, run_here):
+    r = run_here("bench/reproduce.py", "quick", f"--dataset={tmp_path / 'nothing'}", f"--results={tmp_path}")
     assert r.returncode != 0 and "Traceback" not in r.stderr
     assert "prepare it with `python data/tinystories/prepare.py --sample --tokenizer=char" in r.stderr
     assert not (tmp_path / "runs").exists()

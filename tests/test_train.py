@@ -3,12 +3,15 @@ import json
 import shutil
 import struct
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
+import plot
 from conftest import REPO, TINY
 from model import GPT, GPTConfig
+from plot import plot_runs
 
 KEYS = {"iter", "train_loss", "val_loss", "lr", "tokens_per_s", "mfu", "time"}
 
@@ -77,12 +80,13 @@ def test_checkpoint_contents(trained):
     assert not list(out.glob("*.tmp"))
 
 
-def test_resume_matches_uninterrupted_run(trained, tiny_data, tmp_path, run_script):
+def test_resume_matches_uninterrupted_run(trained, tiny_data, tmp_path, run_here):
+    """In this process (a resumed run in a process of its own: test_reliability.py's signal tests)."""
     full, _ = trained("nesterov")
     common = [*TINY, f"--dataset={tiny_data}", f"--out_dir={tmp_path}", "--residual=nesterov", "--eval_interval=15"]
-    r = run_script("train.py", *common, "--max_iters=15")
+    r = run_here("train.py", *common, "--max_iters=15")
     assert r.returncode == 0, r.stderr
-    r = run_script("train.py", *common, "--max_iters=30", "--init_from=resume")
+    r = run_here("train.py", *common, "--max_iters=30", "--init_from=resume")
     assert r.returncode == 0, r.stderr
     assert "resuming from" in r.stdout
     assert "it/s]" not in r.stderr and "%|" not in r.stderr  # stdout is not a terminal: no progress bar
@@ -116,13 +120,13 @@ def test_paper_recipe_lowers_loss_and_resumes_exactly(tiny_data, tmp_path, run_h
     one_sentence_error(r, "optimizer")
 
 
-def test_eval_windows_do_not_depend_on_seed(trained, tiny_data, tmp_path, run_script):
+def test_eval_windows_do_not_depend_on_seed(trained, tiny_data, tmp_path, run_here):
     """Re-evaluating the final checkpoint under another seed scores the same windows: the same losses."""
     out, _ = trained("nesterov")
     final = [r for r in metrics(out) if r["val_loss"] is not None][-1]
     shutil.copytree(out, tmp_path / "run")
-    r = run_script("train.py", *TINY, f"--dataset={tiny_data}", f"--out_dir={tmp_path / 'run'}", "--init_from=resume",
-                   "--eval_only=True", "--seed=1")
+    r = run_here("train.py", *TINY, f"--dataset={tiny_data}", f"--out_dir={tmp_path / 'run'}", "--init_from=resume",
+                 "--eval_only=True", "--seed=1")
     assert r.returncode == 0, r.stderr
     row = metrics(tmp_path / "run")[-1]
     assert (row["iter"], row["val_loss"], row["train_loss"]) == (30, final["val_loss"], final["train_loss"])
@@ -212,10 +216,21 @@ def test_ddp_two_processes_and_wandb(tiny_data, tmp_path, run_script, run_here, 
     one_sentence_error(r, "gradient_accumulation_steps=3 must be divisible by the 2 processes")
 
 
-def test_every_config_trains_two_steps_when_shrunk(tiny_data, tmp_path, run_here):
+def test_every_config_trains_two_steps_when_shrunk(tiny_data, tmp_path, run_here, monkeypatch):
     """Each config/*.py, shrunk to a 1-layer model on the tiny dataset, trains 2 steps: its keys, its choice of
-    variant, optimizer and data order all run (in this process: train.py as a script, one config after another)."""
+    variant, optimizer and data order all run (in this process: train.py as a script, one config after another).
+    train.py's loss.png is drawn for the first run of each set of logged keys only (the variants log different
+    scalars; 7 sets for 27 configs, at 0.5 s a drawing)."""
     configs = sorted((REPO / "config").glob("*.py"))
+    layouts = set()
+
+    def plot_new_layouts(run_dirs, out_path, labels):
+        [run_dir] = run_dirs
+        keys = frozenset(key for row in metrics(Path(run_dir)) for key in row)
+        if keys not in layouts:
+            layouts.add(keys)
+            plot_runs(run_dirs, out_path, labels)
+    monkeypatch.setattr(plot, "plot_runs", plot_new_layouts)
     shrink = ["--n_layer=1", "--n_embd=32", "--n_head=2", "--block_size=32", "--batch_size=2",
               "--gradient_accumulation_steps=1", "--max_iters=2", "--eval_iters=1", "--eval_interval=2",
               "--log_interval=1", f"--dataset={tiny_data}", "--device=cpu", "--compile=False", "--dtype=float32",
@@ -227,3 +242,4 @@ def test_every_config_trains_two_steps_when_shrunk(tiny_data, tmp_path, run_here
             failed.append(f"{c.name}: {r.stderr.strip().splitlines()[-1] if r.stderr.strip() else r.returncode}")
     assert not failed, "\n".join(failed)
     assert all(len(metrics(tmp_path / c.stem)) == 4 for c in configs)  # 2 log lines, 2 evals
+    assert len(list(tmp_path.glob("*/loss.png"))) == len(layouts) > 1
