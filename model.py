@@ -698,8 +698,8 @@ def checkpoint_path(out_dir, which='best'):
 def keep_freed_memory():
     """On CPU a training step frees and allocates the same activation buffers again every step. glibc hands
     buffers of 128 KiB and more back to the kernel when they are freed, so each step page-faults them in again
-    (2,400 faults a step for GPT at the char config, 5,400 for YuriiFormer, which allocates more). Serving
-    blocks under 32 MiB from the heap and not trimming it keeps them mapped; peak memory stays the same.
+    (at the char config 2,400-5,200 faults a step for GPT, 2,300-5,700 for YuriiFormer, which allocates more).
+    Serving blocks under 32 MiB from the heap and not trimming it keeps them mapped.
     glibc only (Linux); a no-op elsewhere. Returns whether it applied."""
     if platform.system() != 'Linux' or platform.libc_ver()[0] != 'glibc':
         return False
