@@ -27,11 +27,9 @@ is dropped.
 residual="gd", splitting="lie_trotter" is exactly nanoGPT's GPT: same parameter names, init and logits.
 """
 
-import ctypes
 import inspect
 import math
 import os
-import platform
 import re
 import time
 from dataclasses import dataclass, fields
@@ -693,16 +691,3 @@ def checkpoint_path(out_dir, which='best'):
         raise ValueError(f"checkpoint='{which}' is not one of 'best', 'latest'.")
     best = os.path.join(out_dir, 'best.pt')
     return best if which == 'best' and os.path.exists(best) else os.path.join(out_dir, 'ckpt.pt')
-
-
-def keep_freed_memory():
-    """On CPU a training step frees and allocates the same activation buffers again every step. glibc hands
-    buffers of 128 KiB and more back to the kernel when they are freed, so each step page-faults them in again
-    (at the char config 2,400-5,200 faults a step for GPT, 2,300-5,700 for YuriiFormer, which allocates more).
-    Serving blocks under 32 MiB from the heap and not trimming it keeps them mapped.
-    glibc only (Linux); a no-op elsewhere. Returns whether it applied."""
-    if platform.system() != 'Linux' or platform.libc_ver()[0] != 'glibc':
-        return False
-    mallopt = ctypes.CDLL(None).mallopt
-    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # malloc.h
-    return bool(mallopt(M_MMAP_THRESHOLD, 32 << 20) and mallopt(M_TRIM_THRESHOLD, 1 << 30))

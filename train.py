@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from configurator import apply_config
 from data_order import EpochOrder
-from model import GPT, GPTConfig, checkpoint_path, device_peak_flops, keep_freed_memory
+from model import GPT, GPTConfig, checkpoint_path, device_peak_flops
 from tokenizer import read_meta
 
 REPO = os.path.dirname(os.path.abspath(__file__))
@@ -196,8 +196,6 @@ torch.manual_seed(seed + seed_offset)
 if device_type == 'cuda':
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
-else:
-    keep_freed_memory()  # no page faults for each step's activations (model.py says why)
 ptdtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}[dtype]
 ctx = contextlib.nullcontext() if dtype == 'float32' else torch.amp.autocast(device_type=device_type, dtype=ptdtype)
 peak_source = "set by peak_flops"

@@ -55,7 +55,7 @@ from tqdm import tqdm  # noqa: E402
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # the repo root, from anywhere
 from configurator import apply_config  # noqa: E402
-from model import GPT, GPTConfig, RESIDUALS, SPLITTINGS, keep_freed_memory, measure_peak_flops, table_peak_flops  # noqa: E402
+from model import GPT, GPTConfig, RESIDUALS, SPLITTINGS, measure_peak_flops, table_peak_flops  # noqa: E402
 
 cuda = torch.cuda.is_available()
 defaults = dict(
@@ -105,8 +105,6 @@ def worker():
     if on_cuda:
         torch.backends.cuda.matmul.allow_tf32 = True  # as train.py
         torch.backends.cudnn.allow_tf32 = True
-    else:
-        keep_freed_memory()  # as train.py
     base_mem = peak_rss_bytes()
     torch.manual_seed(s['seed'])
     model = GPT(GPTConfig(**s['model'])).to(device)

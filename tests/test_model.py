@@ -1,18 +1,12 @@
 """The update rules of model.py, checked against their equations, and the variants against each other."""
 import math
-import platform
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 from torch.nn import functional as F
 
 from model import GPT, GPTConfig, RESIDUALS, SPLITTINGS
-
-ROOT = Path(__file__).resolve().parent.parent
 
 VARIANTS = [(r, s) for r in RESIDUALS for s in SPLITTINGS]  # every scheme, each with its KV cache
 TINY = dict(vocab_size=64, block_size=16, n_layer=2, n_head=2, n_embd=32)
@@ -480,36 +474,3 @@ def test_activation_scales_at_init():
     paper = x0_share_of_xl(make("nesterov", velocity_gain_init=1.0, **size), idx)
     default = x0_share_of_xl(make("nesterov", **size), idx)  # LN_v's gain starts at 0.03
     assert gd > 0.4 and paper < 0.02 and default > 0.1
-
-
-KEEP_FREED_MEMORY = """
-import resource, torch
-from model import GPT, GPTConfig, keep_freed_memory
-torch.set_num_threads(1)
-torch.manual_seed(0)
-model = GPT(GPTConfig(n_layer=2, n_head=4, n_embd=128, block_size=128, vocab_size=65, bias=False))
-x, y = torch.randint(65, (2, 16, 128))
-def faults_per_step(n=5):
-    for _ in range(5):  # the heap grows to its working size first
-        model(x, y, return_logits=False)[1].backward()
-    start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    for _ in range(n):
-        model(x, y, return_logits=False)[1].backward()
-    return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - start) / n
-before = faults_per_step()
-applied = keep_freed_memory()
-print(before, applied, faults_per_step())
-"""
-
-
-@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="keep_freed_memory tunes glibc's malloc")
-def test_keep_freed_memory_ends_page_faults_per_step():
-    """A training step at the char config's width page-faults its activations in again every step under glibc's
-    defaults (760-4,200 faults a step measured); after keep_freed_memory() it reuses them (0-51). In a fresh
-    process: the setting is process-wide."""
-    r = subprocess.run([sys.executable, "-c", KEEP_FREED_MEMORY], cwd=ROOT, capture_output=True, text=True,
-                       timeout=120)
-    assert r.returncode == 0, r.stderr
-    before, applied, after = r.stdout.split()[-3:]
-    assert applied == "True"
-    assert float(before) > 300 and float(after) < float(before) / 5, r.stdout
