@@ -78,32 +78,45 @@ def run_here():
     return _run_here
 
 
-@pytest.fixture(scope="session")
-def tiny_data(tmp_path_factory):
-    """~0.6M GPT-2 tokens of TinyStories in train.bin/val.bin/meta.json (10% of the stories for val)."""
+def _prepare(tmp_path_factory, tokenizer):
     if not TINYSTORIES.exists():
         pytest.skip(f"{TINYSTORIES} is absent (shared/ data not available)")
-    out = tmp_path_factory.mktemp("tinystories")
+    out = tmp_path_factory.mktemp(f"tinystories-{tokenizer}")
     r = _run(REPO / "data" / "tinystories" / "prepare.py", "--data-files", TINYSTORIES, "--out-dir", out,
-             "--val-fraction", "0.1", "--num-proc", "1")
+             "--val-fraction", "0.1", "--num-proc", "1", "--tokenizer", tokenizer)
     assert r.returncode == 0, r.stderr
     return out
 
 
 @pytest.fixture(scope="session")
-def trained(tiny_data, tmp_path_factory):
-    """A 30-iteration run per residual, evaluated every 15 iterations: trained("nesterov") -> (out_dir, stdout).
-    Runs once per session, in this process (tests that resume or interrupt a run of their own in a subprocess
-    compare it with these, bit for bit); tests that change a run work on a copy."""
+def tiny_data(tmp_path_factory):
+    """TinyStories as characters, ~2.5M of them, 10% of the stories for val; the model's vocabulary is 128.
+    What most tests train on: at GPT-2's vocabulary the head is ~70% of a TINY step and tests of resuming,
+    signals or checkpoints gain nothing from it."""
+    return _prepare(tmp_path_factory, "char")
+
+
+@pytest.fixture(scope="session")
+def bpe_data(tmp_path_factory):
+    """The same stories in GPT-2 BPE (~0.6M tokens; the model's vocabulary 50304): the main job's tokenizer."""
+    return _prepare(tmp_path_factory, "gpt2")
+
+
+@pytest.fixture(scope="session")
+def trained(tiny_data, bpe_data, tmp_path_factory):
+    """A 30-iteration run per residual and dataset, evaluated every 15 iterations: trained("nesterov") -> (out_dir,
+    stdout) on tiny_data, trained("nesterov", bpe=True) on bpe_data. Runs once per session, in this process (tests
+    that resume or interrupt a run of their own in a subprocess compare it with these, bit for bit); tests that
+    change a run work on a copy."""
     runs = {}
 
-    def get(residual):
-        if residual not in runs:
-            out = tmp_path_factory.mktemp(f"run-{residual}")
-            r = _run_here("train.py", *TINY, f"--dataset={tiny_data}", f"--out_dir={out}", f"--residual={residual}",
-                          "--max_iters=30", "--eval_interval=15")
+    def get(residual, bpe=False):
+        if (residual, bpe) not in runs:
+            out = tmp_path_factory.mktemp(f"run-{residual}-{'bpe' if bpe else 'char'}")
+            r = _run_here("train.py", *TINY, f"--dataset={bpe_data if bpe else tiny_data}", f"--out_dir={out}",
+                          f"--residual={residual}", "--max_iters=30", "--eval_interval=15")
             assert r.returncode == 0, r.stderr
-            runs[residual] = out, r.stdout
-        return runs[residual]
+            runs[residual, bpe] = out, r.stdout
+        return runs[residual, bpe]
     return get
 

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -217,8 +218,9 @@ def case_data_not_uint16(c):
 
 
 def case_data_from_another_tokenizer(c):
-    d = data_dir(c.tmp_path, (c.tiny_data / "val.bin").read_bytes(), char_meta(65))
-    return ["train.py", *TINY, f"--dataset={d}"], ["the model's vocabulary has 128 entries", "different tokenizers"]
+    d = data_dir(c.tmp_path, np.array([5, 300, 7] * 100, dtype=np.uint16).tobytes(), char_meta(65))
+    return ["train.py", *TINY, f"--dataset={d}"], ["holds token id 300", "the model's vocabulary has 128 entries",
+                                                    "different tokenizers"]
 
 
 def case_no_checkpoint(c):
@@ -265,11 +267,11 @@ def case_pickled_object_in_checkpoint(c):
 
 def case_sample_vocab_mismatch(c):
     run = copy_run(c.trained, c.tmp_path)
-    d = data_dir(c.tmp_path, b"", char_meta(65))
+    d = data_dir(c.tmp_path, b"", char_meta(60))
     ckpt = torch.load(run / "best.pt", map_location="cpu", weights_only=True)
-    ckpt["config"]["dataset"] = str(d)  # a GPT-2 vocabulary model, a character tokenizer
+    ckpt["config"]["dataset"] = str(d)  # a model of 128 tokens, a tokenizer of 60 (train.py would pad it to 64)
     torch.save(ckpt, run / "best.pt")
-    return ["sample.py", f"--out_dir={run}", "--device=cpu"], ["vocabulary of 50304", "has 65", "do not belong"]
+    return ["sample.py", f"--out_dir={run}", "--device=cpu"], ["vocabulary of 128", "has 60", "do not belong"]
 
 
 def case_cuda_without_gpu(c):

@@ -7,7 +7,7 @@ SEP = "---------------"
 
 
 def test_samples_from_trained_checkpoint(trained, run_here):
-    out, _ = trained("nesterov")
+    out, _ = trained("nesterov", bpe=True)
     r = run_here("sample.py", f"--out_dir={out}", "--num_samples=2", "--max_new_tokens=20", "--device=cpu",
                    "--start=Once upon a time")
     assert r.returncode == 0, r.stderr

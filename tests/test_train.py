@@ -35,7 +35,7 @@ def one_sentence_error(r, *needles):
 
 @pytest.mark.parametrize("residual", ["gd", "nesterov"])
 def test_training_lowers_loss(trained, residual):
-    out, stdout = trained(residual)
+    out, stdout = trained(residual, bpe=True)  # the main job's tokenizer
     rows = metrics(out)
     assert all(set(r) >= KEYS for r in rows)
     evals = [r for r in rows if r["val_loss"] is not None]
@@ -62,7 +62,7 @@ def test_training_lowers_loss(trained, residual):
 
 
 def test_checkpoint_contents(trained):
-    out, _ = trained("nesterov")
+    out, _ = trained("nesterov", bpe=True)
     ckpt = torch.load(out / "ckpt.pt", map_location="cpu", weights_only=True)
     assert ckpt["iter_num"] == 30
     assert ckpt["model_args"]["residual"] == "nesterov" and ckpt["model_args"]["n_embd"] == 32
@@ -105,7 +105,7 @@ def test_paper_recipe_lowers_loss_and_resumes_exactly(tiny_data, tmp_path, run_h
     r = run_here("train.py", *common, f"--out_dir={tmp_path / 'full'}", "--max_iters=20")
     assert r.returncode == 0, r.stderr
     evals = [r["val_loss"] for r in metrics(tmp_path / "full") if r["val_loss"] is not None]
-    assert evals[-1] < evals[0] - 2.0
+    assert evals[-1] < evals[0] - 1.0  # from ln(128) = 4.85 at init
     ckpt = torch.load(tmp_path / "full" / "ckpt.pt", map_location="cpu", weights_only=True)
     assert len(ckpt["optimizer"]) == 2  # Muon's momentum buffers and AdamW's moments
     assert ckpt["rng"][0]["epoch_order"] == {"epoch": 0, "index": 20 * 2 * 4}  # 20 iters of 2 micro-batches of 4
