@@ -219,7 +219,7 @@ def case_data_not_uint16(c):
 
 def case_data_from_another_tokenizer(c):
     d = data_dir(c.tmp_path, np.array([5, 300, 7] * 100, dtype=np.uint16).tobytes(), char_meta(65))
-    return ["train.py", *TINY, f"--dataset={d}"], ["holds token id 300", "the model's vocabulary has 128 entries",
+    return ["train.py", *TINY, f"--dataset={d}", "--max_iters=2"], ["holds token id 300", "the model's vocabulary has 128 entries",
                                                     "different tokenizers"]
 
 
