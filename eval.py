@@ -5,6 +5,7 @@ ARC-Easy 25-shot acc / acc_norm, with lm-eval's own task definitions, prompts, f
 $ python eval.py --out_dir=out-tinystories-cpu-nesterov --limit=200
 $ python eval.py --out_dir=out --tasks=arc_easy --arc_easy_file=test.jsonl --arc_easy_fewshot_file=train.jsonl
 $ python eval.py --out_dir=out --tasks=piqa,lambada_openai --num_fewshot=0
+$ python eval.py --init_from=hf-tinystories-nesterov --out_dir=out-hf   # a Hugging Face folder (convert.py) or Hub id
 
 Any lm-eval task that scores log-likelihoods works (multiple choice, perplexity); generation tasks do not.
 Our part is the model adapter (GPTAdapter: lm-eval's TemplateLM over our model and the tokenizer of the
@@ -288,6 +289,19 @@ def load_model(ckpt_path, device="cpu", batch_size=1):
     return GPTAdapter(model, encode, eot, batch_size), checkpoint.get("iter_num")
 
 
+def load_hf_model(name, device="cpu", batch_size=1):
+    """A GPTAdapter over a Hugging Face folder or Hub id (convert.py --to=hf; OpenAI's 'gpt2', ...) with the
+    folder's own tokenizer."""
+    from convert import ConvertError, hf_codec
+    from model import GPT
+    try:
+        model = GPT.from_pretrained(name).to(device)
+        encode, _, eot = hf_codec(name)
+    except ConvertError as e:
+        raise EvalError(str(e))
+    return GPTAdapter(model, encode, eot, batch_size)
+
+
 # -----------------------------------------------------------------------------
 # command line: nanoGPT-style --key=value settings (configurator.py)
 
@@ -296,6 +310,7 @@ def main(argv):
     from model import checkpoint_path
     defaults = dict(
         out_dir="out",  # reads out_dir/best.pt (or ckpt.pt, see checkpoint), appends to out_dir/eval.json
+        init_from="",  # a Hugging Face folder or Hub id (convert.py --to=hf) to evaluate instead of out_dir's checkpoint
         checkpoint="best",  # 'best': best.pt (best val loss) when there is one, else ckpt.pt; 'latest': ckpt.pt
         tasks="hellaswag,arc_easy",  # any lm-eval task names, comma-separated
         limit=0,  # evaluate the first `limit` examples of each task; 0 = all
@@ -314,11 +329,15 @@ def main(argv):
     c = apply_config(defaults, argv)
     tasks = [t for t in c["tasks"].split(",") if t]
     try:
-        try:
-            ckpt_path = checkpoint_path(c["out_dir"], c["checkpoint"])
-        except ValueError as e:
-            raise EvalError(str(e))
-        lm, iter_num = load_model(ckpt_path, c["device"], c["batch_size"])
+        if c["init_from"]:
+            lm, iter_num = load_hf_model(c["init_from"], c["device"], c["batch_size"]), None
+            os.makedirs(c["out_dir"], exist_ok=True)
+        else:
+            try:
+                ckpt_path = checkpoint_path(c["out_dir"], c["checkpoint"])
+            except ValueError as e:
+                raise EvalError(str(e))
+            lm, iter_num = load_model(ckpt_path, c["device"], c["batch_size"])
         run_downstream(lm, c["out_dir"], tasks, iter_num=iter_num, limit=c["limit"], seed=c["seed"],
                        num_fewshot={t: c["num_fewshot"] for t in tasks} if c["num_fewshot"] >= 0 else None,
                        files={t: c[f"{t}_file"] for t in PAPER_FEWSHOT},

@@ -397,10 +397,9 @@ class GPT(nn.Module):
         elif isinstance(module, nn.Embedding):
             torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
-    def forward(self, idx, targets=None, kv_cache=None, return_logits=True):
-        """Logits and loss. A kv_cache (from new_kv_cache, for generation) continues at the position it
-        holds. With targets and return_logits=False (training and evaluation loops) logits come back as
-        None, and on CPU the loss goes through chunked_head_loss, which never holds all the logits."""
+    def features(self, idx, kv_cache=None):
+        """LN(X_L) at every position of idx (b, t): what the tied head reads. A kv_cache (from new_kv_cache, for
+        generation) continues at the position it holds."""
         device = idx.device
         b, t = idx.size()
         start = kv_cache.length if kv_cache is not None else 0
@@ -420,8 +419,13 @@ class GPT(nn.Module):
             x, v = block(x, v, None if kv_cache is None else kv_cache.layers[i])
         if kv_cache is not None:
             kv_cache.length += t
-        x = self.transformer.ln_f(x)  # the head reads LN(X_L); V_L is dropped
+        return self.transformer.ln_f(x)  # the head reads LN(X_L); V_L is dropped
 
+    def forward(self, idx, targets=None, kv_cache=None, return_logits=True):
+        """Logits and loss. With targets, every position's logits; without, the last position's (generation).
+        With targets and return_logits=False (training and evaluation loops) logits come back as None, and on
+        CPU the loss goes through chunked_head_loss, which never holds all the logits."""
+        x = self.features(idx, kv_cache)
         if targets is not None and not return_logits and x.device.type == 'cpu':
             return None, ChunkedHeadLoss.apply(x, self.lm_head.weight, targets, torch.is_grad_enabled())
         if targets is not None:
@@ -459,37 +463,14 @@ class GPT(nn.Module):
                 self.transformer[name].weight = nn.Parameter(self.transformer[name].weight[:block_size])
 
     @classmethod
-    def from_pretrained(cls, model_type, override_args=None):
-        """OpenAI's GPT-2 weights from the Hugging Face hub (needs network and `pip install transformers`)."""
-        assert model_type in {'gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl'}
-        override_args = override_args or {}
-        assert all(k == 'dropout' for k in override_args)
-        try:
-            from transformers import GPT2LMHeadModel
-        except ImportError:
-            raise SystemExit("Loading GPT-2 weights needs the transformers package: pip install transformers") from None
-        print("loading weights from pretrained gpt: %s" % model_type)
-        config_args = {
-            'gpt2': dict(n_layer=12, n_head=12, n_embd=768),
-            'gpt2-medium': dict(n_layer=24, n_head=16, n_embd=1024),
-            'gpt2-large': dict(n_layer=36, n_head=20, n_embd=1280),
-            'gpt2-xl': dict(n_layer=48, n_head=25, n_embd=1600),
-        }[model_type]
-        config_args.update(vocab_size=50257, block_size=1024, bias=True, **override_args)
-        model = GPT(GPTConfig(**config_args))
-        sd = model.state_dict()
-
-        sd_hf = GPT2LMHeadModel.from_pretrained(model_type).state_dict()
-        sd_keys_hf = [k for k in sd_hf if not k.endswith(('.attn.masked_bias', '.attn.bias'))]
-        # OpenAI's checkpoints use Conv1D modules: these weights need a transpose
-        transposed = ['attn.c_attn.weight', 'attn.c_proj.weight', 'mlp.c_fc.weight', 'mlp.c_proj.weight']
-        assert len(sd_keys_hf) == len(sd), f"mismatched keys: {len(sd_keys_hf)} != {len(sd)}"
-        for k in sd_keys_hf:
-            source = sd_hf[k].t() if any(k.endswith(w) for w in transposed) else sd_hf[k]
-            assert source.shape == sd[k].shape, f"shape mismatch for {k}"
-            with torch.no_grad():
-                sd[k].copy_(source)
-        return model
+    def from_pretrained(cls, name, override_args=None):
+        """A model from Hugging Face format: OpenAI's GPT-2 ('gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl') or any
+        folder written by `convert.py --to=hf`, a path or a Hub id (Hub ids need the network). convert.py does
+        the reading; override_args may set dropout."""
+        from convert import load_hf
+        assert all(k == 'dropout' for k in override_args or {})
+        print(f"loading weights from {name}")
+        return load_hf(name, override_args)
 
     @classmethod
     def from_checkpoint(cls, checkpoint):

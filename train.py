@@ -54,7 +54,9 @@ defaults = dict(
     keep_checkpoints=0,  # also keep the last N checkpoints as ckpt-<iter>.pt (hard links, no extra disk); 0 = none
     max_bad_steps=5,  # a step with a non-finite loss or gradient is skipped; this many in a row stop the run
     debug=False,  # print the Python traceback behind an error message
-    init_from='scratch',  # 'scratch' | 'resume' (from out_dir/ckpt.pt, the latest state) | 'gpt2*'
+    # 'scratch' | 'resume' (from out_dir/ckpt.pt, the latest state) | weights to fine-tune: another run's out_dir
+    # (its best.pt), a Hugging Face folder or Hub id (convert.py --to=hf), 'gpt2', 'gpt2-medium', ...
+    init_from='scratch',
     # wandb logging
     wandb_log=False,
     wandb_project='owt',
@@ -147,8 +149,6 @@ for key in ('eval_interval', 'log_interval', 'eval_iters', 'batch_size', 'block_
         fail(f"{key}={config[key]} must be at least 1.")
 if data_order not in ('random', 'epoch'):
     fail(f"data_order='{data_order}' is not one of 'random', 'epoch'.")
-if init_from not in ('scratch', 'resume') and not init_from.startswith('gpt2'):
-    fail(f"init_from='{init_from}' is not one of 'scratch', 'resume', 'gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl'.")
 
 # DDP: torchrun sets RANK, LOCAL_RANK and WORLD_SIZE
 ddp = int(os.environ.get('RANK', -1)) != -1
@@ -297,10 +297,24 @@ elif init_from == 'resume':
                  f"for {f.name}={config[f.name]!r}; drop that setting to resume, or train it in a new --out_dir.")
     if master_process:
         print(f"resuming from {ckpt_path} at iter {iter_num}")
-else:
-    if master_process:
-        print(f"initializing from OpenAI GPT-2 weights: {init_from}")
-    raw_model = GPT.from_pretrained(init_from, dict(dropout=dropout))
+else:  # a fresh run from trained weights: another run's out_dir, or a Hugging Face folder / Hub id / 'gpt2*'
+    from convert import ConvertError
+    weights_path = checkpoint_path(init_from, 'best')
+    try:
+        if os.path.isdir(init_from) and not os.path.exists(os.path.join(init_from, 'config.json')):
+            if not os.path.exists(weights_path):
+                raise ConvertError(f"{init_from} holds neither a checkpoint (best.pt, ckpt.pt) nor a Hugging Face "
+                                   f"model (config.json)")
+            checkpoint = torch.load(weights_path, map_location='cpu', weights_only=True)
+            raw_model = GPT.from_checkpoint(dict(checkpoint, model_args=dict(checkpoint['model_args'], dropout=dropout)))
+            checkpoint = None  # its weights only: the optimizer, schedule and data stream start afresh
+        else:
+            raw_model = GPT.from_pretrained(init_from, dict(dropout=dropout))
+    except ConvertError as e:
+        fail(f"init_from='{init_from}': {e}")
+    except Exception as e:
+        fail(f"could not initialize from {init_from} ({type(e).__name__}: {str(e).splitlines()[0][:200]}); give "
+             f"'scratch', 'resume', a run's out_dir, a Hugging Face folder written by convert.py or a Hub id.")
 # the settings saved with checkpoints describe the model actually trained (all GPTConfig fields)
 model_args = dataclasses.asdict(raw_model.config)
 config.update(model_args)
