@@ -190,8 +190,8 @@ def hf_folder(name):
         try:
             folder = snapshot_download(GPT2_IDS.get(name, name), allow_patterns=['*.json', '*.safetensors', '*.txt'])
         except Exception as e:
-            raise ConvertError(f"could not fetch '{name}' from the Hugging Face Hub ({type(e).__name__}); check "
-                               f"the id and the network, or download the folder and give its path.") from None
+            raise ConvertError(f"'{name}' is not a folder here, and it could not be fetched from the Hugging Face "
+                               f"Hub ({type(e).__name__}); check the path, or the Hub id and the network.") from None
     return folder
 
 
@@ -357,13 +357,12 @@ def main(argv):
             checkpoint = _load_checkpoint(path)
             dataset = c['dataset'] or checkpoint.get('config', {}).get('dataset', '')
             meta = _tokenizer_meta(dataset, path)
-            export_hf(checkpoint, c['hf_dir'], meta, plot=os.path.join(c['out_dir'], 'loss.png'),
-                      hub_id_hint=c['hub_id'] or None)
+            model = export_hf(checkpoint, c['hf_dir'], meta, plot=os.path.join(c['out_dir'], 'loss.png'),
+                              hub_id_hint=c['hub_id'] or None)
             print(f"wrote {c['hf_dir']} from {path} (iter {checkpoint.get('iter_num')}); load it with "
                   f"AutoModelForCausalLM.from_pretrained('{c['hf_dir']}'"
-                  + (")" if is_gpt2(GPTConfig(**{k: v for k, v in checkpoint['model_args'].items()
-                                                  if k in {f.name for f in fields(GPTConfig)}})) else
-                     ", trust_remote_code=True)") + f", upload it with `huggingface-cli upload USER/NAME {c['hf_dir']}`")
+                  + (")" if is_gpt2(model.config) else ", trust_remote_code=True)")
+                  + f"; upload it with `huggingface-cli upload {c['hub_id'] or 'USER/NAME'} {c['hf_dir']}`")
         elif c['from'] == 'reproduction' and not c['to']:
             if not os.path.isfile(c['state_dict']):
                 raise ConvertError(f"--state_dict='{c['state_dict']}' is not a file; give the reproduction's saved "
