@@ -257,7 +257,8 @@ def test_scores_equal_lm_eval_reference(tmp_path):
             assert record[metric] == pytest.approx(expected[metric + ",none"], abs=1e-12), metric
         assert len({texts for texts in scored if texts[0].startswith(("Baking", "Home", "Running", "Question"))}) \
             == len(scored)
-        assert {k: ours.scored[k] for k in scored} == pytest.approx(scored, abs=1e-4)
+        # batched with padding vs alone: float32 sums of ~200 nats agree to float32's precision, not to 1e-4 absolute
+        assert {k: ours.scored[k] for k in scored} == pytest.approx(scored, rel=2e-6, abs=1e-4)
     # lm-eval's own prompt formats reached the model: HellaSwag's cleaned WikiHow text and ARC's "Question:"
     contexts = [c for c, _ in ours.scored]
     assert any(c.endswith("Baking bread: A woman kneads dough on a table. She") for c in contexts)
