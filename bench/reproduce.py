@@ -24,11 +24,21 @@ $ python bench/reproduce.py ts        # the same on the TinyStories sample (GPT-
 $ python bench/reproduce.py width     # GPT vs YuriiFormer at widths 64, 128, 256 (char, 3-rate sweep, 2 seeds)
 $ python bench/reproduce.py warmup    # the main job's config at warmup 30 / 100 / 200: does the early spike go?
 $ python bench/reproduce.py all       # char, owt, ts, width in that order
-Estimated CPU time (ESTIMATES below), hours of wall clock with --jobs=2 on a quiet 2-core machine:
-ESTIMATES
+Estimated CPU time of a stage per grid, and hours of wall clock with --jobs=2 on a quiet 2-core machine:
+  stage   char (3 models)     owt (4 models)      ts (4 models)       width (6 models)
+  sweep   12 runs   38 min    16 runs   79 min    16 runs   79 min    18 runs   86 min
+  seeds    6 runs   19 min     8 runs   40 min     8 runs   40 min     6 runs   29 min
+  short    9 runs   19 min     9 runs   29 min     9 runs   29 min     -
+  CPU             76 min             148 min             148 min             115 min   (8.1 h in all)
+  wall    ~0.7 h              ~1.3 h              ~1.3 h              ~1.0 h              (~4.3 h in all)
+  Each rate a sweep adds beyond its range costs one run more (char 3.2, owt/ts 5, width 1.2-10 min of CPU);
+  warmup: 3 runs, ~26 min of CPU, ~17 min of wall clock. Estimated from the single-rate grids' CPU time per run
+  (results/single_lr/*.json, quiet machine: char 2.8-2.9 min, owt/ts 4.1-4.5) plus the denser evaluation (+0.3
+  and +0.7 min), widths 64 and 256 at 0.35x and 3.2x width 128's step time (measured in one process at load 2.9).
 
 Other calls:
-$ python bench/reproduce.py owt --stage=sweep --lrs=2.5e-4,5e-4   # rates of your own (the best is chosen among all)
+$ python bench/reproduce.py owt --lrs=2.5e-4,5e-4,1e-3,2e-3   # rates of your own instead of the grid's (give
+                                                            # them to every later call of that grid too)
 $ python bench/reproduce.py owt --variants=gpt,yuriiformer --seeds=1   # only these models and seeds run now
 $ python bench/reproduce.py quick --dataset=DIR --results=DIR   # a tiny grid, end to end in seconds (the tests)
 
@@ -361,11 +371,16 @@ def analyse(spec, runs, sweeps):
     runs_of = {name: {r["seed"]: r for r in at_best if r["variant"] == name} for name in names}
     baselines = sorted({b for bs in spec["compare"].values() for b in bs if b in names})
     by_base = {b: {row["variant"]: row for row in summarize(at_best, names, b)} for b in baselines or names[:1]}
+    # which pairs are compared: a candidate with its baselines, and those baselines with each other
+    related = {name: set() for name in names}
+    for candidate, bases in spec["compare"].items():
+        for name in (candidate, *bases):
+            related.setdefault(name, set()).update(set(bases) - {name})
     rows = []
     for row in next(iter(by_base.values())).values():
         row = {**row, "best_lr": best[row["variant"]], "edge": sweeps[row["variant"]]["edge"],
                "vs": {b: {k.replace("delta_", ""): v for k, v in by_base[b][row["variant"]].items()
-                          if k.startswith("delta_")} for b in baselines if b != row["variant"]}}
+                          if k.startswith("delta_")} for b in baselines if b in related[row["variant"]]}}
         rows.append({k: v for k, v in row.items() if not k.startswith("delta_")})
     final = {row["variant"]: row["final_val_loss"] for row in rows}
     comparisons, short = [], []

@@ -252,3 +252,33 @@ def test_time_to_loss_interpolates_between_evals():
     assert out["per_seed"][1]["speedup"] is None and out["per_seed"][1]["time_s"] is None
     assert out["delta_to_target"] == pytest.approx(statistics.mean([2.0 - 2.5, 2.0 - 1.9]))
     assert out["speedup_at_end"] == pytest.approx(12 / 15)  # seed 1 ends below GPT's final, after 15 s
+
+
+def test_width_grid_report_and_plot(tmp_path):
+    """The width grid's measures, table and gap plot, on made-up runs: two widths, GPT and YuriiFormer, 2 seeds."""
+    spec = {**reproduce.GRIDS["width"], "models": reproduce.GRIDS["width"]["models"][:4],
+            "compare": {"yuriiformer-w64": ("gpt-w64",), "yuriiformer-w128": ("gpt-w128",)}}
+    runs, sweeps = [], {}
+    for name, _ in spec["models"]:
+        final = {"gpt-w64": 2.0, "yuriiformer-w64": 1.9, "gpt-w128": 1.8, "yuriiformer-w128": 1.6}[name]
+        for lr in (3e-3, 6e-3):
+            runs.append(fake_run(name, 1, final + (lr == 6e-3) * 0.1, [0, 5, 10], lr=lr))
+        runs.append(fake_run(name, 2, final + 0.01, [0, 5, 10], lr=3e-3))
+        sweeps[name] = {"lrs": [3e-3, 6e-3], "final_val_loss": {3e-3: final, 6e-3: final + 0.1}, "best_lr": 3e-3,
+                        "edge": "low"}
+    analysis = reproduce.analyse(spec, runs, sweeps)
+    rows = {row["variant"]: row for row in analysis["models"]}
+    assert rows["yuriiformer-w128"]["vs"]["gpt-w128"]["final_val_loss"] == pytest.approx(-0.2)
+    assert set(rows["yuriiformer-w64"]["vs"]) == {"gpt-w64"} and rows["gpt-w64"]["vs"] == {}  # only the pairs compared
+    assert [(c["candidate"], c["baseline"], c["reached"]) for c in analysis["comparisons"]] == \
+        [("yuriiformer-w64", "gpt-w64", 2), ("yuriiformer-w128", "gpt-w128", 2)]
+    info = {"config": "c.py", "dataset": "d", "meta": {}, "extensions": 4,
+            "settings": {"max_iters": 20, "tokens_per_iter": 128, "warmup_iters": 2, "eval_windows": 8,
+                         "block_size": 32, "eval_interval": 10},
+            "machine": {"cpus": 2, "jobs": 2, "threads": 1, "torch": "x", "load_avg_min": 1.0, "load_avg_max": 2.0,
+                        "runs": len(runs), "total_wall_time_s": 60.0, "total_cpu_time_s": 50.0}}
+    table = reproduce.markdown("width", info, sweeps, analysis)
+    assert "| gpt-w64 | **2.0000** | 2.1000 | 0.003 (still at the low end) |" in table
+    assert "| yuriiformer-w128 | gpt-w128 | 1.8050 ± 0.0071 | 2/2 |" in table
+    reproduce.plot_width(spec, analysis["models"], analysis["comparisons"], tmp_path / "gap.png")
+    assert (tmp_path / "gap.png").read_bytes().startswith(b"\x89PNG")
