@@ -384,7 +384,7 @@ class GPT(nn.Module):
                 torch.nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
 
         print(f"number of parameters: {self.get_num_params(False) / 1e6:.2f}M, "
-              f"{self.get_num_params() / 1e6:.2f}M without position and V_0 tables")
+              f"{self.get_num_params() / 1e6:.2f}M without position tables and input-only token tables")
 
     def get_num_params(self, non_embedding=True):
         """Parameter count. With non_embedding, position tables and the token tables that only feed X_0 or V_0
