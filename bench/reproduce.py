@@ -380,8 +380,9 @@ def analyse(spec, runs, sweeps):
     for row in next(iter(by_base.values())).values():
         row = {**row, "best_lr": best[row["variant"]], "edge": sweeps[row["variant"]]["edge"],
                "vs": {b: {k.replace("delta_", ""): v for k, v in by_base[b][row["variant"]].items()
-                          if k.startswith("delta_")} for b in baselines if b in related[row["variant"]]}}
-        rows.append({k: v for k, v in row.items() if not k.startswith("delta_")})
+                          if k.startswith("delta_") or k == "step_time_vs_baseline"}
+                      for b in baselines if b in related[row["variant"]]}}
+        rows.append({k: v for k, v in row.items() if not k.startswith("delta_") and k != "step_time_vs_baseline"})
     final = {row["variant"]: row["final_val_loss"] for row in rows}
     comparisons, short = [], []
     for candidate, bases in spec["compare"].items():
@@ -445,8 +446,7 @@ def markdown(grid, info, sweeps, analysis):
     baselines = sorted({b for row in rows for b in row["vs"]})
     lines += ["", "## Each model at its best learning rate", "",
               "| model | lr | seeds | params | final val | " + " | ".join(f"Δ vs {b} | lower in" for b in baselines)
-              + " | step time vs " + (baselines[0] if baselines else rows[0]["variant"] if rows else "—")
-              + " | CPU time per run | peak batch loss after step 0 |",
+              + " | step time | CPU time per run | peak batch loss after step 0 |",
               "|---|---:|---|---:|---:|" + "---:|---:|" * len(baselines) + "---:|---:|---:|"]
     for row in rows:
         seeds = ",".join(map(str, row["seeds"])) + (f" (diverged: {','.join(map(str, row['diverged']))})"
@@ -457,7 +457,7 @@ def markdown(grid, info, sweeps, analysis):
             vs = row["vs"].get(b)
             cells += [fmt(vs["final_val_loss"], vs["final_val_loss_std"], signed=True),
                       f"{vs['final_val_loss_lower']}/{len(row['paired_seeds'])}"] if vs else ["—", "—"]
-        cells += [f"{row['step_time_vs_baseline']:.2f}×" if row["step_time_vs_baseline"] else "—",
+        cells += [f"{row['step_time_s'] * 1000:.0f} ms" if row["step_time_s"] else "—",
                   f"{row['cpu_time_s'] / 60:.1f} min" if row["cpu_time_s"] else "—",
                   fmt(row["peak_batch_loss"], digits=2)]
         lines.append("| " + " | ".join(cells) + " |")

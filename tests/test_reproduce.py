@@ -68,6 +68,7 @@ def test_quick_grid_end_to_end_and_resume(tiny_data, tmp_path, run_here):
     assert rows["gpt"]["final_val_loss"] == pytest.approx(statistics.mean([at_best["gpt", 1], at_best["gpt", 2]]))
     diffs = [at_best["yuriiformer", s] - at_best["gpt", s] for s in (1, 2)]
     vs = rows["yuriiformer"]["vs"]["gpt"]
+    assert vs["step_time_vs_baseline"] == pytest.approx(rows["yuriiformer"]["step_time_s"] / rows["gpt"]["step_time_s"])
     assert vs["final_val_loss"] == pytest.approx(statistics.mean(diffs)) and vs["final_val_loss_std"] == \
         pytest.approx(statistics.stdev(diffs)) and vs["final_val_loss_lower"] == sum(d < 0 for d in diffs)
     [comparison] = data["comparisons"]
