@@ -409,6 +409,10 @@ def lr_text(lr):
     return f"{lr:g}"
 
 
+def seconds(mean, std):
+    return fmt(mean, std, digits=1) + " s" if mean is not None else "never"
+
+
 def markdown(grid, info, sweeps, analysis):
     s, meta = info["settings"], info["meta"]
     lines = [
@@ -479,7 +483,7 @@ def markdown(grid, info, sweeps, analysis):
     for c in analysis["comparisons"]:
         lines.append(f"| {c['candidate']} | {c['baseline']} | {fmt(c['target'], c['target_std'])} | "
                      f"{c['reached']}/{len(c['seeds'])} | {fmt(c['steps'], c['steps_std'], digits=0)} | "
-                     f"{fmt(c['time_s'], c['time_s_std'], digits=1)} s | {fmt(c['speedup'], c['speedup_std'], digits=2)} | "
+                     f"{seconds(c['time_s'], c['time_s_std'])} | {fmt(c['speedup'], c['speedup_std'], digits=2)} | "
                      f"{fmt(c['speedup_steps'], c['speedup_steps_std'], digits=2)} |")
     if analysis["short"]:
         lines += ["", "## Shortened schedules", "",
@@ -495,7 +499,7 @@ def markdown(grid, info, sweeps, analysis):
                          f"{fmt(r['delta_to_target'], r['delta_to_target_std'], signed=True)} | "
                          f"{r['reached_at_end']}/{len(r['seeds'])} | "
                          f"{fmt(r['speedup_at_end'], r['speedup_at_end_std'], digits=2)} | "
-                         f"{fmt(r['time_s'], r['time_s_std'], digits=1)} s | {fmt(r['speedup'], r['speedup_std'], digits=2)} |")
+                         f"{seconds(r['time_s'], r['time_s_std'])} | {fmt(r['speedup'], r['speedup_std'], digits=2)} |")
     m = info["machine"]
     lines += [
         "",
@@ -715,8 +719,8 @@ def main():
     args = parser.parse_args()
     if args.jobs < 1:
         parser.error("--jobs must be at least 1")
-    if args.dataset and args.grid == "all":
-        parser.error("--dataset needs a single grid: the grids train on different datasets")
+    if args.grid == "all" and (args.dataset or args.lrs):
+        parser.error("--dataset and --lrs need a single grid: the grids train on different data at different rates")
     grids = ["char", "owt", "ts", "width"] if args.grid == "all" else [args.grid]
     only_variants = set(args.variants.split(",")) if args.variants else None
     unknown = only_variants - {name for g in grids for name, _ in GRIDS[g]["models"]} if only_variants else None
