@@ -563,6 +563,9 @@ def plot_sweep(grid, sweeps, path):
         if sw["best_lr"] is not None and sw["final_val_loss"][sw["best_lr"]] is not None:
             ax.plot(sw["best_lr"], sw["final_val_loss"][sw["best_lr"]], "*", ms=14, color=color)
     ax.set_xscale("log", base=2)
+    lrs = sorted({lr for sw in sweeps.values() for lr in sw["lrs"]})
+    ax.set_xticks(lrs, [lr_text(lr) for lr in lrs])
+    ax.minorticks_off()
     ax.set(xlabel="learning rate (min_lr a tenth of it)", ylabel="final val loss (nats/token)",
            title=f"{grid}: learning-rate sweep, seed {SWEEP_SEED} (star: best)")
     ax.grid(alpha=0.3)
@@ -580,20 +583,22 @@ def plot_width(spec, rows, comparisons, path):
     width = {name: keys["n_embd"] for name, keys in spec["models"]}
     row_of = {row["variant"]: row for row in rows}
     points = sorted((width[c["candidate"]], row_of[c["candidate"]]["vs"][c["baseline"]], c) for c in comparisons)
-    fig, (ax_delta, ax_speed) = plt.subplots(1, 2, figsize=(11, 4.5))
+    fig, (ax_delta, ax_speed) = plt.subplots(1, 2, figsize=(12, 4.5))
     x = [w for w, _, _ in points]
     ax_delta.errorbar(x, [vs["final_val_loss"] for _, vs, _ in points],
                       yerr=[vs["final_val_loss_std"] or 0 for _, vs, _ in points], fmt="o-", capsize=4)
     ax_delta.axhline(0, color="gray", lw=1)
     ax_delta.set(xlabel="width (n_embd)", ylabel="Δ final val loss vs GPT (nats/token)",
-                 title="YuriiFormer − GPT, each at its best lr (mean ± std over seeds)")
+                 title="YuriiFormer − GPT, each at its best lr (mean ± std)")
     ax_speed.errorbar(x, [c["speedup"] if c["speedup"] else np.nan for _, _, c in points],
                       yerr=[c["speedup_std"] or 0 for _, _, c in points], fmt="o-", capsize=4)
     ax_speed.axhline(1, color="gray", lw=1)
-    ax_speed.set(xlabel="width (n_embd)", ylabel="GPT's training time / YuriiFormer's time to GPT's final loss",
-                 title="time-to-loss speedup (seeds that reach it)")
+    ax_speed.set(xlabel="width (n_embd)", ylabel="GPT's time / time to GPT's final loss",
+                 title="time-to-loss speedup (mean ± std, seeds that reach it)")
     for ax in (ax_delta, ax_speed):
         ax.set_xscale("log", base=2)
+        ax.set_xticks(x, [str(w) for w in x])
+        ax.minorticks_off()
         ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
