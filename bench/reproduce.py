@@ -466,7 +466,8 @@ def markdown(grid, info, sweeps, analysis):
                   fmt(row["peak_batch_loss"], digits=2)]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Δ: the mean ± std over seeds of (model − baseline) for the same seed, each at its own best rate; "
-              "\"lower in k/n\": below the baseline in k of the n seeds both ran. Params count every parameter, V_0's "
+              "\"lower in k/n\": below the baseline in k of the n seeds both ran. Seed 1 is the sweep's run at that "
+              "rate, so it took part in choosing it, for every model alike. Params count every parameter, V_0's "
               "and the matched GPT's extra tables included. Step time: training only (evaluation excluded), from "
               "train.py's logged tokens/s; CPU time: whole train.py runs."]
 
