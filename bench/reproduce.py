@@ -23,7 +23,7 @@ $ python bench/reproduce.py owt       # GPT, matched GPT, Polyak-LT, YuriiFormer
 $ python bench/reproduce.py ts        # the same on the TinyStories sample (GPT-2 BPE)
 $ python bench/reproduce.py width     # GPT vs YuriiFormer at widths 64, 128, 256 (char, 3-rate sweep, 2 seeds)
 $ python bench/reproduce.py warmup    # the main job's config at warmup 30 / 100 / 200: does the early spike go?
-                                      # (--lrs=6e-3,R adds the ts grid's best rate R, if that differs)
+                                      # (--lrs=6e-3,R also runs the ts grid's best rate R, if that differs)
 $ python bench/reproduce.py all       # char, owt, ts, width in that order
 Estimated CPU time of a stage per grid, and hours of wall clock with --jobs=2 on a quiet 2-core machine:
   stage   char (3 models)     owt (4 models)      ts (4 models)       width (6 models)
