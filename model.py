@@ -22,7 +22,7 @@ The paper states verlet and imex only by name and cost; the forms above are docu
 mu = sigmoid(a), beta = sigmoid(b), gamma = softplus(c) are learned scalars: mu and beta one per
 layer and substep, gamma one per oracle call. V_0 comes from its own token and position tables
 (v0="embed") or is zero (v0="zero"); the head reads LN(X_L) through the tied unembedding and V_L
-is dropped.
+is dropped. untied_input=True gives X_0 a token table of its own (the parameter-matched GPT).
 
 residual="gd", splitting="lie_trotter" is exactly nanoGPT's GPT: same parameter names, init and logits.
 """
@@ -171,6 +171,12 @@ class GPTConfig:
     velocity_norm: bool = True  # LN_v after every velocity update; without it the stream diverges (IC, MS)
     v0: str = "embed"  # "embed": V_0 from its own token + position tables; "wte": the tied token table + its own
     # position table; "zero": V_0 = 0
+    # X_0 from a token table of its own (transformer.xte) instead of the tied head's wte, which then serves the
+    # head alone: GPT with untied input and output embeddings, at V_0's cost (a table lookup, no matmul FLOPs).
+    # It gives GPT YuriiFormer's parameter count up to V_0's position table, LN_v and the scalars (-0.13% on
+    # config/repro_owt.py, -0.5% at the paper's width): the parameter-matched GPT of bench/reproduce.py.
+    # False is nanoGPT's GPT exactly (same names, init, logits; nanoGPT checkpoints load).
+    untied_input: bool = False
     # LN_v's gain at init: the velocity's RMS after an update. The paper's LayerNorm starts it at 1, 35x X_0's RMS
     # (0.02 * sqrt(2)): V then swamps X and every layer after the first is close to the identity at init. 0.03,
     # about X_0's RMS, starts the velocity on X's scale; it removed YuriiFormer's early lag behind GPT on GPT-2 BPE
@@ -366,6 +372,8 @@ class GPT(nn.Module):
             self.transformer.vte = nn.Embedding(config.vocab_size, config.n_embd)
         if config.residual != "gd" and config.v0 in ("embed", "wte"):
             self.transformer.vpe = nn.Embedding(config.block_size, config.n_embd)
+        if config.untied_input:
+            self.transformer.xte = nn.Embedding(config.vocab_size, config.n_embd)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         self.transformer.wte.weight = self.lm_head.weight  # tied unembedding
 
@@ -376,15 +384,15 @@ class GPT(nn.Module):
                 torch.nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
 
         print(f"number of parameters: {self.get_num_params(False) / 1e6:.2f}M, "
-              f"{self.get_num_params() / 1e6:.2f}M without position and V_0 tables")
+              f"{self.get_num_params() / 1e6:.2f}M without position tables and input-only token tables")
 
     def get_num_params(self, non_embedding=True):
-        """Parameter count. With non_embedding, position tables and V_0's token table are left out (they
-        cost no matmul FLOPs); wte stays in because it is also the output head."""
+        """Parameter count. With non_embedding, position tables and the token tables that only feed X_0 or V_0
+        are left out (they cost no matmul FLOPs); wte stays in because it is also the output head."""
         n_params = sum(p.numel() for p in self.parameters())
         if non_embedding:
             n_params -= self.transformer.wpe.weight.numel()
-            for name in ("vte", "vpe"):
+            for name in ("xte", "vte", "vpe"):
                 if name in self.transformer:
                     n_params -= self.transformer[name].weight.numel()
         return n_params
@@ -407,7 +415,8 @@ class GPT(nn.Module):
             raise ValueError(f"Cannot forward a sequence of length {start + t}: block_size is only {self.config.block_size}.")
         pos = torch.arange(start, start + t, dtype=torch.long, device=device)
 
-        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
+        tokens = self.transformer.xte if self.config.untied_input else self.transformer.wte
+        x = self.transformer.drop(tokens(idx) + self.transformer.wpe(pos))
         v = None  # gd has no velocity stream
         if self.config.residual != "gd":
             if self.config.v0 == "zero":

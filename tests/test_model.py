@@ -267,6 +267,28 @@ def test_parameter_counts():
     assert nesterov.flops_per_token() - gd.flops_per_token() == 6 * L * extra_per_layer
 
 
+def test_untied_input_matches_yuriiformers_parameters_at_gpts_flops():
+    gd, matched, nesterov = make("gd"), make("gd", untied_input=True), make("nesterov")
+    d, V, T = TINY["n_embd"], TINY["vocab_size"], TINY["block_size"]
+    # one more token table, a lookup like V_0's: no more matmul FLOPs, nor non-embedding parameters
+    assert matched.get_num_params(False) - gd.get_num_params(False) == V * d
+    assert matched.get_num_params() == gd.get_num_params() and matched.flops_per_token() == gd.flops_per_token()
+    # YuriiFormer's count but for V_0's position table, LN_v and the scalars
+    assert nesterov.get_num_params(False) - matched.get_num_params(False) == T * d + TINY["n_layer"] * (6 + 4 * d)
+    assert {n for n, _ in matched.named_parameters()} - {n for n, _ in gd.named_parameters()} == {"transformer.xte.weight"}
+    # X_0 reads xte, the head reads wte (tied to lm_head), both trained
+    tr = matched.transformer
+    assert matched.lm_head.weight is tr.wte.weight and tr.xte.weight is not tr.wte.weight
+    idx = torch.randint(0, V, (3, 16))
+    x = tr.xte.weight[idx] + tr.wpe.weight[:16]
+    for block in tr.h:
+        x = x + attention(layer_norm(x, block.ln_1), block.attn, TINY["n_head"])
+        x = x + mlp(layer_norm(x, block.ln_2), block.mlp)
+    torch.testing.assert_close(all_logits(matched, idx), layer_norm(x, tr.ln_f) @ tr.wte.weight.T, rtol=1e-5, atol=1e-5)
+    matched.train()(idx, idx)[1].backward()
+    assert tr.xte.weight.grad.abs().sum() > 0 and tr.wte.weight.grad.abs().sum() > 0
+
+
 def test_gradients_reach_scalars_and_v0_tables():
     model = make("nesterov").train()
     idx = torch.randint(0, 64, (2, 16))
