@@ -46,21 +46,25 @@ def is_gpt2(config):
 
 def gpt2_weights(model):
     """GPT2LMHeadModel's state dict for a plain GPT: the same names, Conv1D weights transposed, zero biases where
-    the model has none; lm_head is left out (transformers ties it to wte, as our model does)."""
+    the model has none; lm_head is left out (transformers ties it to wte, as our model does). With untied_input,
+    GPT-2's untied layout: its wte is our input table xte, its lm_head our wte."""
     out = {}
     for name, tensor in model.state_dict().items():
-        if name == 'lm_head.weight':
+        if name == 'lm_head.weight' or name == 'transformer.xte.weight':
             continue
         out[name] = tensor.t() if name.endswith(CONV1D) else tensor
         if not model.config.bias and not name.endswith(('wte.weight', 'wpe.weight')):
             out[name.removesuffix('weight') + 'bias'] = torch.zeros(tensor.shape[0])  # a Linear's out, a norm's width
+    if model.config.untied_input:
+        out['lm_head.weight'], out['transformer.wte.weight'] = out['transformer.wte.weight'], model.transformer.xte.weight
     return {k: v.contiguous() for k, v in out.items()}
 
 
 def hf_config(config, eot):
     """config.json's content. Both routes carry every GPTConfig field under "gpt_config", so that a folder loads
     back into exactly the model it came from (bias=False included)."""
-    common = dict(vocab_size=config.vocab_size, bos_token_id=eot, eos_token_id=eot, tie_word_embeddings=True,
+    common = dict(vocab_size=config.vocab_size, bos_token_id=eot, eos_token_id=eot,
+                  tie_word_embeddings=not (is_gpt2(config) and config.untied_input),
                   dtype='float32', gpt_config=asdict(config))
     if is_gpt2(config):
         return dict(common, model_type='gpt2', architectures=['GPT2LMHeadModel'], n_positions=config.block_size,
@@ -256,6 +260,9 @@ def load_hf(name, override_args=None):
                 raise ConvertError(f"{name}'s config says bias=False but it holds non-zero biases; it was not "
                                    f"written by convert.py from a bias-free model.")
             state = {k: v for k, v in state.items() if k not in biases}
+        if model.config.untied_input:  # GPT-2's untied layout: its wte is our input table, its lm_head our wte
+            state['transformer.xte.weight'] = state.pop('transformer.wte.weight')
+            state['transformer.wte.weight'] = state['lm_head.weight']
     else:
         state = {k.removeprefix('model.'): v for k, v in weights.items()}
     state.setdefault('lm_head.weight', state.get('transformer.wte.weight'))

@@ -43,7 +43,7 @@ class YuriiFormerForCausalLM(PreTrainedModel, GenerationMixin):
         pass  # GPT's own init ran in its constructor; from_pretrained then loads every weight
 
     def get_input_embeddings(self):
-        return self.model.transformer.wte
+        return self.model.transformer.xte if self.config.untied_input else self.model.transformer.wte
 
     def get_output_embeddings(self):
         return self.model.lm_head

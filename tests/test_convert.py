@@ -21,6 +21,7 @@ VARIANTS = [  # (residual, splitting, other GPTConfig options)
     ("polyak", "lie_trotter", {}), ("nesterov", "lie_trotter", {}), ("nesterov", "lie_trotter", dict(v0="zero")),
     ("nesterov", "euler", dict(bias=True)), ("nesterov", "verlet", {}), ("nesterov", "imex", dict(imex_iters=2)),
     ("polyak", "lie_trotter", dict(velocity_norm=False, v0="wte")),
+    ("gd", "lie_trotter", dict(untied_input=True)), ("nesterov", "lie_trotter", dict(untied_input=True)),
 ]
 
 
@@ -67,7 +68,7 @@ def test_transformers_gives_our_logits_and_the_round_trip_is_exact(tmp_path, res
     assert back.config == ours.config
     assert back.state_dict().keys() == ours.state_dict().keys()
     assert all(torch.equal(back.state_dict()[k], v) for k, v in ours.state_dict().items())
-    assert back.transformer.wte.weight is back.lm_head.weight  # still tied
+    assert back.transformer.wte.weight is back.lm_head.weight  # still tied (the head; untied_input's xte apart)
 
 
 def test_convert_cli_on_a_character_level_run(trained, tiny_data, tmp_path, run_here):
