@@ -17,8 +17,6 @@ import functools
 import json
 import logging
 import os
-import pickle
-import re
 import sys
 from datetime import datetime, timezone
 
@@ -30,17 +28,14 @@ from lm_eval.api.model import TemplateLM
 from torch.nn import functional as F
 from tqdm import tqdm
 
+from checkpoints import first_line
+
 # the paper's number of few-shot examples; other tasks default to lm-eval's (usually 0)
 PAPER_FEWSHOT = {"hellaswag": 10, "arc_easy": 25}
-REPO = os.path.dirname(os.path.abspath(__file__))
 
 
 class EvalError(Exception):
     """A problem with the inputs, said in one sentence; the command line prints it without a traceback."""
-
-
-def _first_line(e):
-    return f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}"
 
 
 # -----------------------------------------------------------------------------
@@ -242,7 +237,7 @@ def run_downstream(lm, out_dir, tasks=("hellaswag", "arc_easy"), iter_num=None, 
             raise
         except Exception as e:  # a dataset that cannot be loaded or does not fit the task's layout
             raise EvalError(f"lm-eval could not evaluate {task} on {files.get(task) or 'the hub data'} "
-                            f"({_first_line(e)}).")
+                            f"({first_line(e)}).")
         metrics = _metrics(out["results"][task])
         record = {"iter": iter_num, "task": task, "num_fewshot": out["n-shot"].get(task, k),
                   "n": out["n-samples"].get(task, {}).get("effective"), **metrics, "block_size": lm.block_size,
@@ -260,32 +255,16 @@ def run_downstream(lm, out_dir, tasks=("hellaswag", "arc_easy"), iter_num=None, 
 # -----------------------------------------------------------------------------
 # checkpoint -> model and tokenizer
 
-def load_model(ckpt_path, device="cpu", batch_size=1):
-    """A GPTAdapter over the model in ckpt_path (ours or nanoGPT's) with the tokenizer of its dataset, and the
-    checkpoint's iteration. Loads tensors and plain data only (weights_only), as train.py and sample.py."""
-    from model import GPT
-    from tokenizer import get_codec, read_meta
-    if not os.path.exists(ckpt_path):
-        raise EvalError(f"no checkpoint at {ckpt_path}; train one with train.py or pass --out_dir=DIR.")
+def load_model(path, device="cpu", batch_size=1, which="best"):
+    """A GPTAdapter over the model that path names (an out_dir or a checkpoint file: checkpoints.load_model) with
+    the tokenizer of its dataset, and the checkpoint's iteration."""
+    from checkpoints import CheckpointError, load_model as load, tokenizer_of
     try:
-        checkpoint = torch.load(ckpt_path, map_location=device, weights_only=True)
-        model = GPT.from_checkpoint(checkpoint).to(device)
-    except pickle.UnpicklingError as e:
-        unsafe = re.search(r"GLOBAL (\S+)", str(e))
-        if not unsafe:
-            raise EvalError(f"could not load a model from {ckpt_path} ({_first_line(e)}); it is damaged or not a "
-                            f"train.py/nanoGPT checkpoint.")
-        raise EvalError(f"{ckpt_path} holds a pickled Python object that is not a tensor or plain data "
-                        f"({unsafe.group(1)}); it is refused, as loading it could run code: evaluate only "
-                        f"checkpoints written by train.py or nanoGPT.")
-    except Exception as e:
-        raise EvalError(f"could not load a model from {ckpt_path} ({_first_line(e)}); it is damaged or not a "
-                        f"train.py/nanoGPT checkpoint.")
-    dataset = checkpoint.get("config", {}).get("dataset", "")
-    data_dir = dataset if os.path.isdir(dataset) else os.path.join(REPO, "data", dataset)
-    encode, _ = get_codec(data_dir)
-    eot = 0 if read_meta(data_dir).get("tokenizer") == "char" else 50256  # char: id 0 ends a document
-    return GPTAdapter(model, encode, eot, batch_size), checkpoint.get("iter_num")
+        model, checkpoint, file = load(path, which)
+        encode, _, eot = tokenizer_of(checkpoint, model, file)
+    except CheckpointError as e:
+        raise EvalError(str(e)) from None
+    return GPTAdapter(model.to(device), encode, eot, batch_size), checkpoint.get("iter_num")
 
 
 # -----------------------------------------------------------------------------
@@ -293,7 +272,6 @@ def load_model(ckpt_path, device="cpu", batch_size=1):
 
 def main(argv):
     from configurator import apply_config
-    from model import checkpoint_path
     defaults = dict(
         out_dir="out",  # reads out_dir/best.pt (or ckpt.pt, see checkpoint), appends to out_dir/eval.json
         checkpoint="best",  # 'best': best.pt (best val loss) when there is one, else ckpt.pt; 'latest': ckpt.pt
@@ -314,11 +292,7 @@ def main(argv):
     c = apply_config(defaults, argv)
     tasks = [t for t in c["tasks"].split(",") if t]
     try:
-        try:
-            ckpt_path = checkpoint_path(c["out_dir"], c["checkpoint"])
-        except ValueError as e:
-            raise EvalError(str(e))
-        lm, iter_num = load_model(ckpt_path, c["device"], c["batch_size"])
+        lm, iter_num = load_model(c["out_dir"], c["device"], c["batch_size"], c["checkpoint"])
         run_downstream(lm, c["out_dir"], tasks, iter_num=iter_num, limit=c["limit"], seed=c["seed"],
                        num_fewshot={t: c["num_fewshot"] for t in tasks} if c["num_fewshot"] >= 0 else None,
                        files={t: c[f"{t}_file"] for t in PAPER_FEWSHOT},

@@ -38,6 +38,7 @@ from tqdm import tqdm
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)  # the repo root, from anywhere
+from checkpoints import read_checkpoint  # noqa: E402
 from model import GPT, GPTConfig  # noqa: E402
 
 SEEDS = (1, 2, 3)
@@ -118,7 +119,7 @@ def read_run(out_dir, settings):
     params = None
     ckpt_path = os.path.join(out_dir, "ckpt.pt")
     if os.path.exists(ckpt_path):  # written at the first eval that improved the val loss
-        model_args = torch.load(ckpt_path, map_location="cpu", weights_only=True)["model_args"]
+        model_args = read_checkpoint(ckpt_path, mmap=True)["model_args"]
         with torch.device("meta"), contextlib.redirect_stdout(io.StringIO()):  # no memory, no printed count
             params = sum(p.numel() for p in GPT(GPTConfig(**model_args)).parameters())
     return {

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import REPO, TINY
-from model import checkpoint_path
+from checkpoints import CheckpointError, checkpoint_path
 from test_train import losses, metrics
 
 
@@ -77,7 +77,7 @@ def test_checkpoint_path(tmp_path):
     (tmp_path / "best.pt").write_bytes(b"")
     assert checkpoint_path(tmp_path) == str(tmp_path / "best.pt")
     assert checkpoint_path(tmp_path, "latest") == str(tmp_path / "ckpt.pt")
-    with pytest.raises(ValueError, match="checkpoint='last' is not one of 'best', 'latest'"):
+    with pytest.raises(CheckpointError, match="checkpoint='last' is not one of 'best', 'latest'"):
         checkpoint_path(tmp_path, "last")
 
 
