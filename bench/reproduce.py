@@ -144,8 +144,9 @@ def run_one(job, threads):
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     load0, t0 = os.getloadavg()[0], time.time()
     with open(os.path.join(out_dir, "train.log"), "w") as log:
-        proc = subprocess.Popen([sys.executable, "train.py", *args], cwd=REPO, env=env, stdout=log,
-                                stderr=subprocess.STDOUT)
+        # a run without its run.json is redone from the start: what an earlier try left in out_dir goes
+        proc = subprocess.Popen([sys.executable, "train.py", *args, "--overwrite=True"], cwd=REPO, env=env,
+                                stdout=log, stderr=subprocess.STDOUT)
         # wait4 also gives the CPU time the run used: unlike wall time, other work on the machine hardly changes it
         _, status, usage = os.wait4(proc.pid, 0)
         rc = proc.returncode = os.waitstatus_to_exitcode(status)
