@@ -281,7 +281,7 @@ if meta_vocab_size and master_process:
 # model and optimizer
 iter_num = 0  # optimizer steps taken
 best_val_loss = 1e9
-kept = []  # the ckpt-<iter>.pt copies this run made (keep_checkpoints), oldest first
+kept_copies = []  # the ckpt-<iter>.pt copies this run made (keep_checkpoints), oldest first
 checkpoint = None
 ckpt_path = os.path.join(out_dir, 'ckpt.pt')  # the latest state
 best_path = os.path.join(out_dir, 'best.pt')  # the weights of the best val loss so far
@@ -301,7 +301,7 @@ elif init_from == 'resume':
         # the architecture and weights are the checkpoint's (ours or nanoGPT's); only dropout may change
         raw_model = checkpoints.model_from_checkpoint(checkpoint, dropout=dropout)
         iter_num, best_val_loss = checkpoint['iter_num'], checkpoint['best_val_loss']
-        kept = checkpoint.get('kept_checkpoints', [])
+        kept_copies = checkpoint.get('kept_checkpoints', [])
     except CheckpointError as e:
         fail(str(e))
     except Exception as e:
@@ -457,7 +457,7 @@ def save_checkpoint(best=False, latest=True):
         }
         copy = f'ckpt-{iter_num:08d}.pt'
         if latest and keep_checkpoints > 0:
-            checkpoint['kept_checkpoints'] = ([k for k in kept if k != copy] + [copy])[-keep_checkpoints:]
+            checkpoint['kept_checkpoints'] = ([k for k in kept_copies if k != copy] + [copy])[-keep_checkpoints:]
         print(f"saving checkpoint to {out_dir} ({' and '.join(['best.pt'] * best + ['ckpt.pt'] * latest)})")
         try:
             if best:
@@ -478,7 +478,7 @@ def save_checkpoint(best=False, latest=True):
 def keep_copy(copy, keep):
     """ckpt.pt as copy (ckpt-<iter>.pt), a hard link that keeps this version when ckpt.pt is next replaced; then
     this run's copies that are not in keep go. Copies it did not make (another branch of resumes) stay."""
-    global kept
+    global kept_copies
     kept_path = os.path.join(out_dir, copy)
     with contextlib.suppress(FileNotFoundError):
         os.remove(kept_path)
@@ -486,11 +486,11 @@ def keep_copy(copy, keep):
         os.link(ckpt_path, kept_path)
     except OSError:  # a filesystem without hard links
         shutil.copyfile(ckpt_path, kept_path)
-    for old in kept:
+    for old in kept_copies:
         if old not in keep:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(os.path.join(out_dir, old))
-    kept = keep
+    kept_copies = keep
 
 
 def diverged(what, value):

@@ -86,13 +86,58 @@ def test_sigterm_to_one_rank_stops_all_and_resumes_exactly(tiny_data, tmp_path, 
 
 
 def test_keep_last_checkpoints(tiny_data, tmp_path, run_here):
-    r = run_here("train.py", *TINY, f"--dataset={tiny_data}", f"--out_dir={tmp_path}", "--max_iters=20",
-                   "--eval_interval=5", "--keep_checkpoints=2")
+    args = [*TINY, f"--dataset={tiny_data}", f"--out_dir={tmp_path}", "--eval_interval=5", "--keep_checkpoints=2"]
+    r = run_here("train.py", *args, "--max_iters=20")
     assert r.returncode == 0, r.stderr
     assert sorted(p.name for p in tmp_path.glob("ckpt*.pt")) == ["ckpt-00000015.pt", "ckpt-00000020.pt", "ckpt.pt"]
     kept = torch.load(tmp_path / "ckpt-00000015.pt", map_location="cpu", weights_only=True)
     assert kept["iter_num"] == 15
     assert (tmp_path / "ckpt-00000020.pt").read_bytes() == (tmp_path / "ckpt.pt").read_bytes()
+    # back to iter 15 and on to 18: only this line of runs' copies count, not ckpt-00000020.pt, which sorts last
+    shutil.copyfile(tmp_path / "ckpt-00000015.pt", tmp_path / "ckpt.pt")
+    r = run_here("train.py", *args, "--max_iters=18", "--init_from=resume")
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in tmp_path.glob("ckpt-*.pt")) == ["ckpt-00000015.pt", "ckpt-00000018.pt",
+                                                                 "ckpt-00000020.pt"]
+
+
+def test_one_run_per_out_dir(tiny_data, tmp_path, run_here):
+    """A live run holds its out_dir (here a process that took the lock as train.py does): another is refused,
+    naming it. Killed with SIGKILL, it leaves no stale lock: the kernel dropped it, and a new run starts."""
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time, checkpoints; checkpoints.lock_out_dir("
+                               "sys.argv[1]); print('locked', flush=True); time.sleep(120)", str(tmp_path)],
+                              cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "locked\n"
+        args = [*TINY, f"--dataset={tiny_data}", f"--out_dir={tmp_path}", "--max_iters=0", "--eval_iters=1"]
+        r = run_here("train.py", *args)
+        one_sentence_error(r, f"out_dir='{tmp_path}' is in use by another train.py run (process {holder.pid})")
+        assert not list(tmp_path.glob("*.pt"))
+    finally:
+        holder.kill()
+        holder.wait()
+    assert holder.returncode == -signal.SIGKILL
+    r = run_here("train.py", *args)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "train.lock").read_text() == f"{os.getpid()}\n"  # in this process: run_here
+
+
+def test_overwrite_starts_over(trained, tiny_data, tmp_path, run_here):
+    """--overwrite=True deletes the earlier run's files (its kept copies and eval.json too, which the new run would
+    not rewrite); without it, a folder holding only metrics.jsonl and loss.png (no checkpoint yet) is no run."""
+    run = copy_run(trained, tmp_path)
+    (run / "ckpt-00000030.pt").write_bytes(b"a kept copy")
+    (run / "eval.json").write_text("[]")
+    args = [*TINY, f"--dataset={tiny_data}", f"--out_dir={run}", "--eval_iters=1", "--max_iters=2", "--eval_interval=2"]
+    r = run_here("train.py", *args, "--overwrite=True")
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in run.iterdir()) == ["best.pt", "ckpt.pt", "loss.png", "metrics.jsonl", "train.lock"]
+    assert torch.load(run / "ckpt.pt", weights_only=True)["iter_num"] == 2
+    assert [row["iter"] for row in metrics(run) if row["val_loss"] is not None] == [0, 2]
+    for name in ("ckpt.pt", "best.pt"):
+        (run / name).unlink()
+    r = run_here("train.py", *args)
+    assert r.returncode == 0, r.stderr
 
 
 # -----------------------------------------------------------------------------
@@ -272,6 +317,18 @@ def case_sample_vocab_mismatch(c):
     ckpt["config"]["dataset"] = str(d)  # a model of 128 tokens, a tokenizer of 60 (train.py would pad it to 64)
     torch.save(ckpt, run / "best.pt")
     return ["sample.py", f"--out_dir={run}", "--device=cpu"], ["vocabulary of 128", "has 60", "do not belong"]
+
+
+def case_fresh_run_into_a_used_out_dir(c):
+    run = copy_run(c.trained, c.tmp_path)
+    best = torch.load(run / "ckpt.pt", map_location="cpu", weights_only=True)["best_val_loss"]
+    return ["train.py", *c.tiny, f"--out_dir={run}", "--max_iters=40"], \
+        [f"holds another run (ckpt.pt at iter 30, best val loss {best:.4f})", "--init_from=resume", "--overwrite=True"]
+
+
+def case_overwrite_with_resume(c):
+    return ["train.py", *c.tiny, f"--out_dir={c.tmp_path}", "--init_from=resume", "--overwrite=True"], \
+        ["overwrite=True", "init_from='resume'"]
 
 
 def case_cuda_without_gpu(c):
