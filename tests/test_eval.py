@@ -257,7 +257,7 @@ def test_scores_equal_lm_eval_reference(tmp_path):
             assert record[metric] == pytest.approx(expected[metric + ",none"], abs=1e-12), metric
         assert len({texts for texts in scored if texts[0].startswith(("Baking", "Home", "Running", "Question"))}) \
             == len(scored)
-        assert {k: ours.scored[k] for k in scored} == pytest.approx(scored, abs=1e-4)
+        assert {k: ours.scored[k] for k in scored} == pytest.approx(scored, rel=1e-6, abs=1e-4)  # float32 sums
     # lm-eval's own prompt formats reached the model: HellaSwag's cleaned WikiHow text and ARC's "Question:"
     contexts = [c for c, _ in ours.scored]
     assert any(c.endswith("Baking bread: A woman kneads dough on a table. She") for c in contexts)
@@ -360,7 +360,8 @@ def test_train_evaluates_its_best_checkpoint_downstream(tmp_path, tiny_data, run
     (["--out_dir={tmp}/out", "--tasks=hellaswag,no_such_task"], "unknown task 'no_such_task'"),
     (["--out_dir={tmp}/out", "--tasks=arc_easy", "--arc_easy_file={tmp}/bad.jsonl"], "could not evaluate arc_easy"),
     (["--out_dir={tmp}/out", "--tasks=arc_easy", "--arc_easy_file={tmp}/missing.jsonl"], "does not exist"),
-    (["--out_dir={tmp}/out", "--tasks=arc_easy", "--arc_easy_file={tmp}/arc.jsonl"], "could not evaluate arc_easy"),
+    (["--out_dir={tmp}/out", "--tasks=arc_easy", "--arc_easy_file={tmp}/arc.jsonl"],
+     "arc_easy asks for 25 few-shot examples, but its few-shot data ({tmp}/arc.jsonl) holds 3;"),
     # an endpoint that refuses at once stands in for "no network", also on machines that have one
     (["--out_dir={tmp}/out", "--tasks=hellaswag"], "cannot be reached"),
 ])
@@ -375,8 +376,28 @@ def test_cli_bad_inputs(tmp_path, capsys, monkeypatch, args, words):
         ev.main([a.format(tmp=tmp_path) for a in args])
     assert exit.value.code == 1
     err = capsys.readouterr().err  # progress bars before it are off outside a terminal (see the CLI test)
+    words = words.format(tmp=tmp_path)
     assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("error: ") and words in err, err
     assert not (tmp_path / "out" / "eval.json").exists()
+
+
+def test_char_model_scores_only_encodable_examples(trained, tmp_path, capsys):
+    """A character-level model (TinyStories' characters: no '%') on ARC-Easy, one of whose 4 examples holds a '%':
+    refused with the count and the characters (test_reliability's char_model_on_unencodable_task), and scored on
+    the 3 others with --encodable_only=True, which the printed line and eval.json say. The few-shot examples come
+    from the same file, so the left-out example is never a shot either."""
+    import shutil
+    run = tmp_path / "run"
+    shutil.copytree(trained("gd")[0], run)
+    records = [flat(r) for r in ARC_NESTED] + [dict(flat(ARC_NESTED[0]), id="q4", question="Which is 50% of 10?")]
+    arc = write_jsonl(tmp_path / "arc.jsonl", records)
+    ev.main([f"--out_dir={run}", "--tasks=arc_easy", f"--arc_easy_file={arc}", "--num_fewshot=2", "--device=cpu",
+             "--encodable_only=True"])
+    out = capsys.readouterr().out
+    assert "arc_easy 2-shot: acc " in out
+    assert "(n=3, iter 30; left out: 1 holding text the tokenizer cannot encode)" in out
+    [record] = json.loads((run / "eval.json").read_text())
+    assert (record["n"], record["left_out"]) == (3, 1)
 
 
 def test_script_dataset_falls_back_to_parquet(tmp_path, monkeypatch, capsys):

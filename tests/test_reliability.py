@@ -331,6 +331,37 @@ def case_overwrite_with_resume(c):
         ["overwrite=True", "init_from='resume'"]
 
 
+def arc_file(c, *questions):
+    """ARC-Easy examples in the hub's layout, one per question, in a jsonl file."""
+    path = c.tmp_path / "arc.jsonl"
+    path.write_text("".join(json.dumps({"id": f"q{i}", "question": q, "answerKey": "A", "choices": {
+        "text": ["a rock", "the sun"], "label": ["A", "B"]}}) + "\n" for i, q in enumerate(questions)))
+    return path
+
+
+def case_char_model_on_unencodable_task(c):
+    run = copy_run(c.trained, c.tmp_path)  # TinyStories' characters: no '%' or '+'
+    arc = arc_file(c, "Is half% of ten five?", "Which is bright?", "Is one+one two?")
+    return ["eval.py", f"--out_dir={run}", "--tasks=arc_easy", f"--arc_easy_file={arc}", "--num_fewshot=0"], \
+        ["arc_easy: 2 of 3 examples hold characters", "('%+')", "--encodable_only=True"]
+
+
+def case_too_few_fewshot_examples(c):
+    run = copy_run(c.trained, c.tmp_path)
+    arc = arc_file(c, "Which is bright?", "What is hard?")
+    return ["eval.py", f"--out_dir={run}", "--tasks=arc_easy", f"--arc_easy_file={arc}"], \
+        ["arc_easy asks for 25 few-shot examples", "holds 2", "--num_fewshot"]
+
+
+def case_eval_tokenizer_not_found(c):
+    run = copy_run(c.trained, c.tmp_path)
+    ckpt = torch.load(run / "best.pt", map_location="cpu", weights_only=True)
+    ckpt["config"]["dataset"] = str(c.tmp_path / "moved_away")  # the char dataset's folder is not here
+    torch.save(ckpt, run / "best.pt")
+    return ["eval.py", f"--out_dir={run}", "--device=cpu"], \
+        ["vocabulary of 128 tokens, not GPT-2's", "meta.json of its dataset", "is not in", "prepare that dataset"]
+
+
 def case_cuda_without_gpu(c):
     if torch.cuda.is_available():
         pytest.skip("needs a machine without CUDA")
