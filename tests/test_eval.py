@@ -80,19 +80,28 @@ def test_sum_logprob_and_greedy_by_hand():
     assert [x.shape[0] for x in lm.model.seen] == [2, 1]
 
 
+def successor_bigram(block_size=16):
+    """P(t + 1 | t) = 0.5, every other next token 0.5 / 127: each prediction depends on the token before it."""
+    p = torch.full((V, V), 0.5 / (V - 1), dtype=torch.float64)
+    p[torch.arange(V - 1), torch.arange(1, V)] = 0.5
+    return TableLM(p, block_size=block_size)
+
+
 def test_rolling_loglikelihood_scores_every_token_once():
     """Perplexity tasks: a text longer than block_size is scored in lm-eval's rolling windows, every token once,
-    the first after the end-of-text token."""
-    lm = ev.GPTAdapter(unigram(LM), toy_encode, eot_token_id=0)
-    assert lm.loglikelihood_rolling([SimpleNamespace(args=("a" * 40,))]) == [pytest.approx(40 * math.log(0.4))]
+    the first after the end-of-text token, each with the token before it: the sum is the whole text's
+    log-likelihood under a model whose predictions depend on the context (a window cut one token off, or scored
+    after the wrong token, changes it)."""
+    text = "".join(chr(ord("a") + i % 7) for i in range(40))  # abcdefgabc...: mostly successors
+    lm = ev.GPTAdapter(successor_bigram(), toy_encode, eot_token_id=0)
+    tokens = [0] + toy_encode(text)
+    expected = sum(math.log(0.5 if b == a + 1 else 0.5 / 127) for a, b in zip(tokens, tokens[1:]))
+    assert lm.loglikelihood_rolling([SimpleNamespace(args=(text,))]) == [pytest.approx(expected)]
     assert lm.model.seen[0][0, 0] == 0 and sum(x.shape[1] for x in lm.model.seen) > 40  # windows overlap
 
 
 def test_left_truncation_keeps_the_continuation_and_scores_the_right_positions():
-    # bigram model: P(t + 1 | t) = 0.5, every other next token 0.5 / 127
-    p = torch.full((V, V), 0.5 / (V - 1), dtype=torch.float64)
-    p[torch.arange(V - 1), torch.arange(1, V)] = 0.5
-    model = TableLM(p, block_size=8)
+    model = successor_bigram(block_size=8)
     lm = ev.GPTAdapter(model, toy_encode, eot_token_id=0)
     context, continuation = list(range(1, 20)), [50, 51, 52]
     [(score, _)] = lm.score([(context, continuation)])
