@@ -6,10 +6,11 @@ $ python bench/preemption.py                         # config/openwebtext_nester
 $ python bench/preemption.py --out_dir=/scratch/x    # the checkpoint on the storage a real run would use
 
 train.py runs the paper's model (12 layers, 12 heads, d=768, vocab 50304) with AdamW, on random tokens (what they
-are does not change the time), with a micro-batch of batch_size x block_size so that an iteration is short; SIGTERM comes once a few iterations are logged, at a random point of one. Printed: the iteration time,
-the time from the signal to the exit, and the checkpoint's size and the time of one more atomic write of it
-(checkpoints.write_atomically, what the stop path does) into out_dir, which is where to point it at the storage a
-real run would use. Timings of a shared machine vary: the load average is printed with them.
+are does not change the time), with a micro-batch of batch_size x block_size so that an iteration is short.
+SIGTERM comes once a few iterations are logged, at a random point of one. Printed: the iteration time, the time
+from the signal to the exit, and the checkpoint's size and the time of one more atomic write of it
+(checkpoints.write_atomically, what the stop path does) into out_dir: point it at the storage a real run would
+use. Timings of a shared machine vary: the load average is printed with them.
 """
 import json as jsonlib  # `json` is a setting here: the output path
 import os
