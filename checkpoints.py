@@ -74,12 +74,12 @@ def read_checkpoint(path, purpose='load', mmap=False):
             raise CheckpointError(f"{path} holds a pickled Python object that is not a tensor or plain data "
                                   f"({unsafe.group(1)}); it is refused, as loading it could run code: use only "
                                   f"checkpoints written by train.py or nanoGPT.") from None
-        raise _damaged(path, purpose, e) from None
+        raise damaged(path, purpose, e) from None
     except Exception as e:
-        raise _damaged(path, purpose, e) from None
+        raise damaged(path, purpose, e) from None
 
 
-def _damaged(path, purpose, e):
+def damaged(path, purpose, e):
     return CheckpointError(f"could not {purpose} {path} ({first_line(e)}); it is damaged or was not written by "
                            f"train.py or nanoGPT.")
 
@@ -119,7 +119,7 @@ def load_model(path, which='best'):
     try:
         model = model_from_checkpoint(checkpoint)
     except Exception as e:  # weights that do not fit the model_args, keys missing, ...
-        raise _damaged(file, 'load a model from', e) from None
+        raise damaged(file, 'load a model from', e) from None
     return model, checkpoint, file
 
 

@@ -305,7 +305,7 @@ elif init_from == 'resume':
     except CheckpointError as e:
         fail(str(e))
     except Exception as e:
-        fail(str(checkpoints._damaged(ckpt_path, 'resume from', e)))
+        fail(str(checkpoints.damaged(ckpt_path, 'resume from', e)))
     # model settings given for this run must be the checkpoint's: resuming never changes the architecture
     for f in dataclasses.fields(GPTConfig):
         if f.name not in ('dropout', 'block_size') and config[f.name] != defaults[f.name] \
