@@ -260,7 +260,8 @@ def _unencodable(task_obj, docs, encode):
 def _prepare_task(task_obj, task, k, lm, limit, encodable_only, source):
     """Check a built task before it is scored: every example's text must be encodable (or, with encodable_only,
     the others are left out: the eval docs through lm-eval's `samples`, the few-shot pool here), and the few-shot
-    pool must hold enough examples. Returns (the indices to score or None, the number of examples left out)."""
+    pool must hold enough examples. Returns (the indices to score or None, the number of examples left out before
+    the last one scored, the number of few-shot examples left out)."""
     docs = list(task_obj.eval_docs)
     if limit and not encodable_only:
         docs = docs[:limit]
@@ -275,7 +276,8 @@ def _prepare_task(task_obj, task, k, lm, limit, encodable_only, source):
                         f"with --encodable_only=True (how many are left out is printed and recorded in eval.json), "
                         f"or evaluate a model with a tokenizer that covers them (GPT-2 BPE covers all text).")
     if bad_shots:
-        pool = [d for i, d in enumerate(pool) if i not in set(bad_shots)]
+        left_out = set(bad_shots)
+        pool = [d for i, d in enumerate(pool) if i not in left_out]
         sampler.df, sampler._loaded = pool, True
     if sampler is not None and k:
         same_split = getattr(task_obj, "fewshot_cfg", None) is not None and \
@@ -286,9 +288,11 @@ def _prepare_task(task_obj, task, k, lm, limit, encodable_only, source):
                             f"{len(pool) - same_split}" + (" encodable ones" if bad_shots else "") + "; give more "
                             f"with --{task}_fewshot_file=PATH, or fewer shots with --num_fewshot.")
     if not encodable_only:
-        return None, 0
-    good = [i for i in range(len(docs)) if i not in set(bad)]
-    return good[:limit or None], len(bad)
+        return None, 0, 0
+    left_out = set(bad)
+    scored = [i for i in range(len(docs)) if i not in left_out][:limit or None]
+    end = scored[-1] + 1 if limit and scored else len(docs)
+    return scored, sum(i < end for i in bad), len(bad_shots)
 
 
 def run_downstream(lm, out_dir, tasks=("hellaswag", "arc_easy"), iter_num=None, limit=0, seed=1234,
@@ -313,13 +317,13 @@ def run_downstream(lm, out_dir, tasks=("hellaswag", "arc_easy"), iter_num=None, 
         task_obj = _build_task(task_manager, task, spec, source)
         k = num_fewshot.get(task, PAPER_FEWSHOT.get(task))
         if isinstance(task_obj, str):  # a group: lm-eval's own path, unchecked
-            prepared.append((task, task_obj, k, None, 0, source))
+            prepared.append((task, task_obj, k, None, 0, 0, source))
             continue
         shots = task_obj.config.num_fewshot if k is None else k
         prepared.append((task, task_obj, k, *_prepare_task(task_obj, task, shots or 0, lm, limit, encodable_only,
                                                           fewshot_files.get(task) or source), source))
     records = []
-    for task, task_obj, k, indices, left_out, source in prepared:
+    for task, task_obj, k, indices, left_out, left_out_shots, source in prepared:
         try:
             out = lm_eval.simple_evaluate(lm, tasks=[task_obj], num_fewshot=k,
                                           limit=None if indices is not None else limit or None,
@@ -334,14 +338,16 @@ def run_downstream(lm, out_dir, tasks=("hellaswag", "arc_easy"), iter_num=None, 
         metrics = _metrics(out["results"][task])
         record = {"iter": iter_num, "task": task, "num_fewshot": out["n-shot"].get(task, k),
                   "n": out["n-samples"].get(task, {}).get("effective"), **metrics, "block_size": lm.block_size,
-                  "data": files.get(task) or "hub", "left_out": left_out, "lm_eval": lm_eval.__version__,
+                  "data": files.get(task) or "hub", "left_out": left_out, "left_out_fewshot": left_out_shots,
+                  "lm_eval": lm_eval.__version__,
                   "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         append_records(os.path.join(out_dir, "eval.json"), [record])
         shown = ", ".join(f"{m} {v:.4f}" + (f" ± {metrics[m + '_stderr']:.4f}"
                                              if isinstance(metrics.get(m + "_stderr"), float) else "")
                           for m, v in metrics.items() if not m.endswith("_stderr") and isinstance(v, float))
         print(f"{task} {record['num_fewshot']}-shot: {shown} (n={record['n']}, iter {iter_num}"
-              + (f"; left out: {left_out:,} holding text the tokenizer cannot encode" if left_out else "") + ")")
+              + (f"; left out, holding text the tokenizer cannot encode: {left_out:,} examples, {left_out_shots:,} "
+                 f"few-shot examples" if left_out or left_out_shots else "") + ")")
         records.append(record)
     return records
 

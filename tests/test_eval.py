@@ -404,9 +404,9 @@ def test_char_model_scores_only_encodable_examples(trained, tmp_path, capsys):
              "--encodable_only=True"])
     out = capsys.readouterr().out
     assert "arc_easy 2-shot: acc " in out
-    assert "(n=3, iter 30; left out: 1 holding text the tokenizer cannot encode)" in out
+    assert "(n=3, iter 30; left out, holding text the tokenizer cannot encode: 1 examples, 1 few-shot examples)" in out
     [record] = json.loads((run / "eval.json").read_text())
-    assert (record["n"], record["left_out"]) == (3, 1)
+    assert (record["n"], record["left_out"], record["left_out_fewshot"]) == (3, 1, 1)
 
 
 def test_script_dataset_falls_back_to_parquet(tmp_path, monkeypatch, capsys):
