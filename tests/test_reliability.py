@@ -243,29 +243,29 @@ def case_block_size_larger_than_checkpoint(c):
 
 
 def case_missing_data(c):
-    return ["train.py", *TINY, "--dataset=tinystories_no_such_name"], \
+    return ["train.py", *c.tiny, "--dataset=tinystories_no_such_name"], \
         ["has no", "train.bin", "data/<name>/prepare.py --out-dir DIR"]
 
 
 def case_missing_data_known_dataset(c):
-    return ["train.py", *TINY, f"--dataset={c.tmp_path / 'openwebtext'}"], \
+    return ["train.py", *c.tiny, f"--dataset={c.tmp_path / 'openwebtext'}"], \
         ["train.bin", "`python data/openwebtext/prepare.py --sample`"]
 
 
 def case_empty_data_file(c):
     d = data_dir(c.tmp_path, b"")
-    return ["train.py", *TINY, f"--dataset={d}"], ["holds 0 tokens"]
+    return ["train.py", *c.tiny, f"--dataset={d}"], ["holds 0 tokens"]
 
 
 def case_data_not_uint16(c):
     d = data_dir(c.tmp_path, b"\x01\x02\x03")
-    return ["train.py", *TINY, f"--dataset={d}"], ["odd number of bytes", "not a file of uint16 tokens"]
+    return ["train.py", *c.tiny, f"--dataset={d}"], ["odd number of bytes", "not a file of uint16 tokens"]
 
 
 def case_data_from_another_tokenizer(c):
     d = data_dir(c.tmp_path, np.array([5, 300, 7] * 100, dtype=np.uint16).tobytes(), char_meta(65))
-    return ["train.py", *TINY, f"--dataset={d}", "--max_iters=2"], ["holds token id 300", "the model's vocabulary has 128 entries",
-                                                    "different tokenizers"]
+    return ["train.py", *c.tiny, f"--dataset={d}", "--max_iters=2"], \
+        ["holds token id 300", "the model's vocabulary has 128 entries", "different tokenizers"]
 
 
 def case_no_checkpoint(c):
@@ -408,7 +408,8 @@ CASES = {name.removeprefix("case_"): f for name, f in globals().items() if name.
 class Context:
     def __init__(self, trained, tiny_data, tmp_path, monkeypatch=None):
         self.trained, self.tiny_data, self.tmp_path, self.monkeypatch = trained, tiny_data, tmp_path, monkeypatch
-        self.tiny = [*TINY, f"--dataset={tiny_data}"]
+        # an out_dir of the test's own, not the repo's out/ (a case that names one overrides it: the last wins)
+        self.tiny = [*TINY, f"--dataset={tiny_data}", f"--out_dir={tmp_path / 'out'}"]
 
 
 def snapshot(folder):
