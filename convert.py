@@ -342,8 +342,8 @@ def from_reproduction(state_dict, n_head, source='the state dict'):
 # command line
 
 def main(argv):
+    from checkpoints import CheckpointError, checkpoint_path, read_checkpoint, write_atomically
     from configurator import apply_config
-    from model import checkpoint_path
     defaults = {
         'to': '',  # 'hf': out_dir's checkpoint -> a Hugging Face folder in hf_dir
         'from': '',  # 'reproduction': state_dict -> out_dir/best.pt
@@ -361,9 +361,9 @@ def main(argv):
             if not c['hf_dir']:
                 raise ConvertError("--to=hf needs --hf_dir=DIR, the folder to write.")
             path = checkpoint_path(c['out_dir'], c['checkpoint'])
-            checkpoint = _load_checkpoint(path)
+            checkpoint = read_checkpoint(path)
             dataset = c['dataset'] or checkpoint.get('config', {}).get('dataset', '')
-            meta = _tokenizer_meta(dataset, path)
+            meta = _tokenizer_meta(dataset, path, checkpoint['model_args'].get('vocab_size'))
             model = export_hf(checkpoint, c['hf_dir'], meta, plot=os.path.join(c['out_dir'], 'loss.png'),
                               hub_id_hint=c['hub_id'] or None)
             print(f"wrote {c['hf_dir']} from {path} (iter {checkpoint.get('iter_num')}); load it with "
@@ -386,8 +386,9 @@ def main(argv):
             if os.path.exists(path):
                 raise ConvertError(f"{path} exists; choose an empty --out_dir (nothing was written).")
             os.makedirs(c['out_dir'], exist_ok=True)
-            torch.save({'model': model.state_dict(), 'model_args': asdict(model.config), 'iter_num': 0,
-                              'best_val_loss': None, 'config': {'dataset': c['dataset'] or 'gpt2',
+            # the published checkpoints were trained on GPT-2 BPE: no dataset named means GPT-2's tokenizer
+            write_atomically({'model': model.state_dict(), 'model_args': asdict(model.config), 'iter_num': 0,
+                              'best_val_loss': None, 'config': {'dataset': c['dataset'],
                                                                 'init_from': os.path.abspath(c['state_dict'])}},
                              path)
             print(f"wrote {path}: nesterov / lie_trotter, {model.config.n_layer} layers, width {model.config.n_embd}, "
@@ -395,30 +396,25 @@ def main(argv):
         else:
             raise ConvertError("say what to convert: --to=hf (a checkpoint to a Hugging Face folder) or "
                                "--from=reproduction (the reproduction's state dict to a checkpoint).")
-    except ConvertError as e:
+    except (ConvertError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
 
 
-def _load_checkpoint(path):
-    if not os.path.exists(path):
-        raise ConvertError(f"no checkpoint at {path}; train one with train.py or point --out_dir at its folder.")
-    try:
-        return torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e:
-        raise ConvertError(f"could not load {path} ({type(e).__name__}); it is damaged or not a train.py "
-                           f"checkpoint.") from None
-
-
-def _tokenizer_meta(dataset, ckpt_path):
-    """The meta.json of the dataset the model was trained on ({} for GPT-2 BPE), or a sentence saying how to name it."""
-    if dataset == 'gpt2':
-        return {}
+def _tokenizer_meta(dataset, ckpt_path, vocab_size):
+    """The meta.json of the dataset the model was trained on ({}: GPT-2 BPE, for a dataset without one, none named
+    or 'gpt2', as checkpoints.tokenizer_of), or a sentence saying how to name it when it is not here and the model's
+    vocabulary is not GPT-2's."""
     data_dir = dataset if os.path.isdir(dataset) else os.path.join(REPO, 'data', dataset)
-    if not dataset or not os.path.isdir(data_dir):
-        raise ConvertError(f"the tokenizer of {ckpt_path} cannot be found (its dataset '{dataset}' is not here); "
-                           f"name it with --dataset=DIR (the folder holding its meta.json) or --dataset=gpt2.")
-    return read_meta(data_dir)
+    if dataset in ('', 'gpt2') or os.path.isdir(data_dir):
+        meta = {} if dataset in ('', 'gpt2') else read_meta(data_dir)
+    elif GPT2_VOCAB_SIZE <= (vocab_size or 0) < GPT2_VOCAB_SIZE + 64:
+        meta = {}
+    else:
+        raise ConvertError(f"the tokenizer of {ckpt_path} cannot be found: its dataset '{dataset}' is not here and "
+                           f"its vocabulary of {vocab_size} is not GPT-2's; name it with --dataset=DIR (the folder "
+                           f"holding its meta.json).")
+    return meta
 
 
 if __name__ == '__main__':

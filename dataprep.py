@@ -20,6 +20,9 @@ import urllib.request
 from multiprocessing import Pool
 from pathlib import Path
 
+if not sys.stdout.isatty():  # scheduler logs get no progress bars, ours or the libraries' (read at tqdm's import)
+    os.environ.setdefault("TQDM_DISABLE", "1")
+
 import numpy as np
 from tqdm import tqdm
 
@@ -134,8 +137,9 @@ def _hub_reachable(timeout=5):
     return True
 
 
-def load_hub(name, streaming=False, num_proc=None):
-    """The dataset's splits (a dict-like of split name -> dataset) from the hub, or the hub's cache offline."""
+def load_hub(name, streaming=False, num_proc=None, allow_partial=False):
+    """The dataset's splits (a dict-like of split name -> dataset) from the hub, or the hub's cache offline, and
+    where they came from (load_dataset_or_parquet)."""
     offline = any(os.environ.get(v, "").upper() in ("1", "ON", "YES", "TRUE")
                   for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
     message = (f"could not reach the Hugging Face hub to get {name}: pass --data-files PATH... to prepare "
@@ -144,8 +148,8 @@ def load_hub(name, streaming=False, num_proc=None):
         raise DataError(message)
     try:
         if streaming:
-            return load_dataset_or_parquet(name, streaming=True)
-        return load_dataset_or_parquet(name, num_proc=num_proc)
+            return load_dataset_or_parquet(name, streaming=True, allow_partial=allow_partial)
+        return load_dataset_or_parquet(name, num_proc=num_proc, allow_partial=allow_partial)
     except ConnectionError:  # e.g. HF_HUB_OFFLINE=1 and no cached copy
         raise DataError(message) from None
 
@@ -159,17 +163,39 @@ def parquet_note(name):
           f"reading the hub's parquet conversion of it (revision='{PARQUET_REVISION}') instead")
 
 
-def load_dataset_or_parquet(name, *args, **kwargs):
-    """datasets.load_dataset(name, ...), falling back to the hub's parquet conversion for script-based datasets
-    (Skylion007/openwebtext, Rowan/hellaswag), which datasets 4 and later no longer load."""
-    import datasets  # slow to import, and only needed here
+def hub_snapshot(name, revision=None):
+    """(the commit the hub serves for dataset name at revision, a branch or ref (None: main), and the files it holds
+    there), or (None, []) when the hub cannot say (offline: the cache is read)."""
+    from huggingface_hub import HfApi
     try:
-        return datasets.load_dataset(name, *args, **kwargs)
+        info = HfApi().dataset_info(name, revision=revision, timeout=10)
+    except Exception:
+        return None, []
+    return info.sha, [s.rfilename for s in info.siblings or []]
+
+
+def load_dataset_or_parquet(name, *args, allow_partial=False, **kwargs):
+    """datasets.load_dataset(name, ...) at the commit the hub serves now, falling back to the hub's parquet
+    conversion for script-based datasets (Skylion007/openwebtext, Rowan/hellaswag), which datasets 4 and later no
+    longer load. The converter stops at a size limit per split and names such folders partial-<split>: a partial
+    conversion is refused unless allow_partial. Returns (the dataset, its provenance for meta.json)."""
+    import datasets  # slow to import, and only needed here
+    commit, _ = hub_snapshot(name)
+    try:
+        return datasets.load_dataset(name, *args, revision=commit, **kwargs), {"revision": commit}
     except Exception as e:
         if SCRIPT_ERROR not in str(e):
             raise
     parquet_note(name)
-    return datasets.load_dataset(name, *args, revision=PARQUET_REVISION, **kwargs)
+    commit, files = hub_snapshot(name, PARQUET_REVISION)
+    partial = sorted({os.path.dirname(f) for f in files if os.path.basename(os.path.dirname(f)).startswith("partial-")})
+    if partial and not allow_partial:
+        raise DataError(f"the hub's parquet conversion of {name} (commit {commit}) is partial ({', '.join(partial)}: "
+                        f"the converter stops at a size limit per split), so it holds only part of the dataset; "
+                        f"prepare its full files with --data-files PATH..., or take the part knowingly with "
+                        f"--allow-partial (recorded in meta.json)")
+    return datasets.load_dataset(name, *args, revision=commit or PARQUET_REVISION, **kwargs), \
+        {"revision": commit, "ref": PARQUET_REVISION, "partial": partial}
 
 
 def hub_texts(ds, batch_size=1000):
@@ -248,7 +274,7 @@ def prepare(docs, is_val, out_dir, num_proc=1, meta=None, tokenizer="gpt2"):
     try:
         with open(tmp["train.bin"], "wb") as ftrain, open(tmp["val.bin"], "wb") as fval:
             progress = tqdm(tokenize_documents(docs, num_proc, chars), total=len(is_val), unit="docs",
-                            desc="tokenizing")
+                            desc="tokenizing", disable=None if sys.stdout.isatty() else True)
             for v, ids in zip(map(bool, is_val), progress, strict=True):
                 (fval if v else ftrain).write(ids.tobytes())
                 tokens[v] += len(ids)
@@ -274,9 +300,10 @@ def prepare(docs, is_val, out_dir, num_proc=1, meta=None, tokenizer="gpt2"):
 # command line
 
 def main(name, hub, out_dir, sample_docs, hub_val_split=None, hub_val_fraction=None, sample_val_docs=0,
-         argv=None):
+         hub_rows=None, argv=None):
     """Command line of data/<name>/prepare.py. hub_val_split names the hub's own val split, if it has one;
-    otherwise the hub's train split is split by document with hub_val_fraction."""
+    otherwise the hub's train split is split by document with hub_val_fraction. hub_rows: {split: documents} of
+    the full dataset, checked when it comes whole from the hub."""
     mirror = SHARED_DATA / name
     parser = argparse.ArgumentParser(
         description=f"Tokenize {name} with GPT-2 BPE (or characters) into train.bin, val.bin (uint16) and meta.json. "
@@ -305,6 +332,9 @@ def main(name, hub, out_dir, sample_docs, hub_val_split=None, hub_val_fraction=N
     parser.add_argument("--seed", type=int, default=2357, help="seed of the split by document (default: 2357)")
     parser.add_argument("--num-proc", type=int, default=os.cpu_count(),
                         help="tokenizer processes (default: all cores, %(default)s)")
+    parser.add_argument("--allow-partial", action="store_true",
+                        help="take a partial copy of the hub dataset (a parquet conversion cut at the converter's "
+                             "size limit, or fewer documents than the full dataset has), recorded in meta.json")
     args = parser.parse_args(argv)
 
     val_fraction = args.val_fraction
@@ -322,7 +352,8 @@ def main(name, hub, out_dir, sample_docs, hub_val_split=None, hub_val_fraction=N
             meta = {"source": [str(f) for f in files], "split": "seeded by document",
                     "seed": args.seed, "val_fraction": val_fraction}
         elif args.sample:  # stream just a slice, so nothing big is downloaded
-            ds = load_hub(hub, streaming=True)
+            # the first documents of a partial conversion are the dataset's first documents
+            ds, provenance = load_hub(hub, streaming=True, allow_partial=True)
             train = [row["text"] for row in ds["train"].take(sample_docs)]
             source = f"{hub}: first {len(train)} train docs"
             if hub_val_split:
@@ -334,8 +365,16 @@ def main(name, hub, out_dir, sample_docs, hub_val_split=None, hub_val_fraction=N
                 docs, is_val = train, split_mask(len(train), val_fraction, args.seed)
                 meta = {"source": source, "split": "seeded by document", "seed": args.seed,
                         "val_fraction": val_fraction}
+            meta.update(provenance)
         else:
-            ds = load_hub(hub, num_proc=args.num_proc)
+            ds, provenance = load_hub(hub, num_proc=args.num_proc, allow_partial=args.allow_partial)
+            rows = {split: len(ds[split]) for split in ds}
+            short = {s: (rows.get(s, 0), n) for s, n in (hub_rows or {}).items() if rows.get(s, 0) != n}
+            if short and not args.allow_partial:
+                raise DataError(f"{hub} came with " + ", ".join(f"{got:,} {s} documents where the full dataset has "
+                                                                 f"{n:,}" for s, (got, n) in short.items())
+                                + "; prepare its full files with --data-files PATH..., or take these knowingly with "
+                                  "--allow-partial (recorded in meta.json)")
             if hub_val_split:
                 train, val = ds["train"], ds[hub_val_split]
                 docs = itertools.chain(hub_texts(train), hub_texts(val))
@@ -345,6 +384,7 @@ def main(name, hub, out_dir, sample_docs, hub_val_split=None, hub_val_fraction=N
                 docs, is_val = hub_texts(ds["train"]), split_mask(len(ds["train"]), val_fraction, args.seed)
                 meta = {"source": hub, "split": "seeded by document", "seed": args.seed,
                         "val_fraction": val_fraction}
+            meta.update(provenance, hub_rows=rows)
         prepare(docs, is_val, args.out_dir, max(1, args.num_proc), meta, args.tokenizer)
     except DataError as e:
         sys.exit(f"{parser.prog}: error: {e}")

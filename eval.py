@@ -18,8 +18,6 @@ import functools
 import json
 import logging
 import os
-import pickle
-import re
 import sys
 from datetime import datetime, timezone
 
@@ -31,17 +29,14 @@ from lm_eval.api.model import TemplateLM
 from torch.nn import functional as F
 from tqdm import tqdm
 
+from checkpoints import first_line
+
 # the paper's number of few-shot examples; other tasks default to lm-eval's (usually 0)
 PAPER_FEWSHOT = {"hellaswag": 10, "arc_easy": 25}
-REPO = os.path.dirname(os.path.abspath(__file__))
 
 
 class EvalError(Exception):
     """A problem with the inputs, said in one sentence; the command line prints it without a traceback."""
-
-
-def _first_line(e):
-    return f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}"
 
 
 # -----------------------------------------------------------------------------
@@ -205,55 +200,155 @@ def _metrics(task_results):
     return {k.removesuffix(",none"): v for k, v in task_results.items() if k not in ("alias", "name", "sample_len")}
 
 
+def _build_task(task_manager, task, spec, source):
+    """lm-eval's Task object for spec, its data loaded (from the hub's parquet conversion when datasets refuses the
+    dataset's loading script); a group of tasks stays a spec."""
+    from lm_eval.api.task import Task
+
+    from dataprep import PARQUET_REVISION, SCRIPT_ERROR, parquet_note
+    try:
+        try:
+            built = task_manager.load(spec)
+        except Exception as e:
+            if SCRIPT_ERROR not in str(e) or not isinstance(spec, str):
+                raise
+            cfg = _task_config(task_manager, task)
+            parquet_note(cfg["dataset_path"])
+            built = task_manager.load(dict(cfg, dataset_kwargs={**(cfg.get("dataset_kwargs") or {}),
+                                                                 "revision": PARQUET_REVISION}))
+    except EvalError:
+        raise
+    except Exception as e:  # a dataset that cannot be loaded or does not fit the task's layout
+        raise EvalError(f"lm-eval could not evaluate {task} on {source} ({first_line(e)}).")
+    task_obj = built["tasks"].get(task)
+    return task_obj if isinstance(task_obj, Task) and not built["groups"] else spec
+
+
+def _doc_texts(task_obj, doc):
+    """The strings of one example that reach the tokenizer: its prompt and its choices or target."""
+    texts = [task_obj.doc_to_text(doc)]
+    if task_obj.OUTPUT_TYPE == "multiple_choice":
+        texts += list(task_obj.doc_to_choice(doc))
+    else:
+        target = task_obj.doc_to_target(doc)
+        texts += target if isinstance(target, list) else [target]
+    return [t for t in texts if isinstance(t, str)]
+
+
+def _unencodable(task_obj, docs, encode):
+    """The positions of the docs whose text encode refuses (a character-level vocabulary lacks some character),
+    and those characters."""
+    bad, chars, known = [], set(), {}
+
+    def encodes(text):
+        try:
+            encode(text)
+            return True
+        except ValueError:
+            return False
+    for i, doc in enumerate(docs):
+        failing = [t for t in _doc_texts(task_obj, doc) if not encodes(t)]
+        if failing:
+            bad.append(i)
+            for ch in set("".join(failing)):
+                if ch not in known:
+                    known[ch] = encodes(ch)
+                if not known[ch]:
+                    chars.add(ch)
+    return bad, chars
+
+
+def _prepare_task(task_obj, task, k, lm, limit, encodable_only, source):
+    """Check a built task before it is scored: every example's text must be encodable (or, with encodable_only,
+    the others are left out: the eval docs through lm-eval's `samples`, the few-shot pool here), and the few-shot
+    pool must hold enough examples. Returns (the indices to score or None, the number of examples left out before
+    the last one scored, the number of few-shot examples left out)."""
+    docs = list(task_obj.eval_docs)
+    if limit and not encodable_only:
+        docs = docs[:limit]
+    bad, chars = _unencodable(task_obj, docs, lm.encode)
+    sampler = getattr(task_obj, "sampler", None)
+    pool = list(sampler.fewshot_docs()) if sampler is not None and k else []
+    bad_shots, shot_chars = _unencodable(task_obj, pool, lm.encode)
+    if (bad or bad_shots) and not encodable_only:
+        shots = f" (and {len(bad_shots):,} of its {len(pool):,} few-shot examples)" if bad_shots else ""
+        raise EvalError(f"{task}: {len(bad):,} of {len(docs):,} examples{shots} hold characters that the model's "
+                        f"tokenizer does not have ({''.join(sorted(chars | shot_chars))!r}); score only the others "
+                        f"with --encodable_only=True (how many are left out is printed and recorded in eval.json), "
+                        f"or evaluate a model with a tokenizer that covers them (GPT-2 BPE covers all text).")
+    if bad_shots:
+        left_out = set(bad_shots)
+        pool = [d for i, d in enumerate(pool) if i not in left_out]
+        sampler.df, sampler._loaded = pool, True
+    if sampler is not None and k:
+        same_split = getattr(task_obj, "fewshot_cfg", None) is not None and \
+            task_obj.fewshot_cfg.split == task_obj.config.test_split
+        if len(pool) < k + same_split:  # lm-eval draws k + 1 and drops the example being scored
+            other = " other than the example being scored" if same_split else ""
+            raise EvalError(f"{task} asks for {k} few-shot examples{other}, but its few-shot data ({source}) holds "
+                            f"{len(pool) - same_split}" + (" encodable ones" if bad_shots else "") + "; give more "
+                            f"with --{task}_fewshot_file=PATH, or fewer shots with --num_fewshot.")
+    if not encodable_only:
+        return None, 0, 0
+    left_out = set(bad)
+    scored = [i for i in range(len(docs)) if i not in left_out][:limit or None]
+    end = scored[-1] + 1 if limit and scored else len(docs)
+    return scored, sum(i < end for i in bad), len(bad_shots)
+
+
 def run_downstream(lm, out_dir, tasks=("hellaswag", "arc_easy"), iter_num=None, limit=0, seed=1234,
-                   num_fewshot=None, files=None, fewshot_files=None):
+                   num_fewshot=None, files=None, fewshot_files=None, encodable_only=False):
     """Evaluate lm (a GPTAdapter) on tasks with lm-eval, append one record per task to out_dir/eval.json and
     return the records. num_fewshot, files, fewshot_files: optional {task: value}; by default the paper's shots
-    (lm-eval's for other tasks) and the hub."""
+    (lm-eval's for other tasks) and the hub. encodable_only: leave out the examples holding text the tokenizer
+    cannot encode (a character-level model's), and record how many."""
     import lm_eval
     logging.getLogger("lm_eval").setLevel(logging.ERROR)  # its notes on every default it fills in
 
-    from dataprep import PARQUET_REVISION, SCRIPT_ERROR, parquet_note
     files, fewshot_files, num_fewshot = files or {}, fewshot_files or {}, num_fewshot or {}
     if not tasks:
         raise EvalError("no task given; e.g. --tasks=hellaswag,arc_easy.")
     task_manager = _task_manager()
     specs = [task_spec(task_manager, t, files.get(t, ""), fewshot_files.get(t, "")) for t in tasks]
     _check_hub(tasks, files)
-    records = []
+    # every task is loaded and checked before any is scored: a bad one stops the run before eval.json changes
+    prepared = []
     for task, spec in zip(tasks, specs):
+        source = files.get(task) or "the hub data"
+        task_obj = _build_task(task_manager, task, spec, source)
         k = num_fewshot.get(task, PAPER_FEWSHOT.get(task))
-
-        def evaluate(spec):
-            return lm_eval.simple_evaluate(lm, tasks=[spec], num_fewshot=k, limit=limit or None,
-                                           task_manager=task_manager, log_samples=False, verbosity="ERROR",
-                                           random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
-                                           fewshot_random_seed=seed)
+        if isinstance(task_obj, str):  # a group: lm-eval's own path, unchecked
+            prepared.append((task, task_obj, k, None, 0, 0, source))
+            continue
+        shots = task_obj.config.num_fewshot if k is None else k
+        prepared.append((task, task_obj, k, *_prepare_task(task_obj, task, shots or 0, lm, limit, encodable_only,
+                                                          fewshot_files.get(task) or source), source))
+    records = []
+    for task, task_obj, k, indices, left_out, left_out_shots, source in prepared:
         try:
-            try:
-                out = evaluate(spec)
-            except Exception as e:
-                if SCRIPT_ERROR not in str(e) or not isinstance(spec, str):
-                    raise
-                cfg = _task_config(task_manager, task)
-                parquet_note(cfg["dataset_path"])
-                out = evaluate(dict(cfg, dataset_kwargs={**(cfg.get("dataset_kwargs") or {}),
-                                                         "revision": PARQUET_REVISION}))
+            out = lm_eval.simple_evaluate(lm, tasks=[task_obj], num_fewshot=k,
+                                          limit=None if indices is not None else limit or None,
+                                          samples=None if indices is None else {task: indices},
+                                          task_manager=task_manager, log_samples=False, verbosity="ERROR",
+                                          random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
+                                          fewshot_random_seed=seed)
         except EvalError:
             raise
-        except Exception as e:  # a dataset that cannot be loaded or does not fit the task's layout
-            raise EvalError(f"lm-eval could not evaluate {task} on {files.get(task) or 'the hub data'} "
-                            f"({_first_line(e)}).")
+        except Exception as e:  # a dataset that does not fit the task's layout
+            raise EvalError(f"lm-eval could not evaluate {task} on {source} ({first_line(e)}).")
         metrics = _metrics(out["results"][task])
         record = {"iter": iter_num, "task": task, "num_fewshot": out["n-shot"].get(task, k),
                   "n": out["n-samples"].get(task, {}).get("effective"), **metrics, "block_size": lm.block_size,
-                  "data": files.get(task) or "hub", "lm_eval": lm_eval.__version__,
+                  "data": files.get(task) or "hub", "left_out": left_out, "left_out_fewshot": left_out_shots,
+                  "lm_eval": lm_eval.__version__,
                   "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         append_records(os.path.join(out_dir, "eval.json"), [record])
         shown = ", ".join(f"{m} {v:.4f}" + (f" ± {metrics[m + '_stderr']:.4f}"
                                              if isinstance(metrics.get(m + "_stderr"), float) else "")
                           for m, v in metrics.items() if not m.endswith("_stderr") and isinstance(v, float))
-        print(f"{task} {record['num_fewshot']}-shot: {shown} (n={record['n']}, iter {iter_num})")
+        print(f"{task} {record['num_fewshot']}-shot: {shown} (n={record['n']}, iter {iter_num}"
+              + (f"; left out, holding text the tokenizer cannot encode: {left_out:,} examples, {left_out_shots:,} "
+                 f"few-shot examples" if left_out or left_out_shots else "") + ")")
         records.append(record)
     return records
 
@@ -261,45 +356,17 @@ def run_downstream(lm, out_dir, tasks=("hellaswag", "arc_easy"), iter_num=None, 
 # -----------------------------------------------------------------------------
 # checkpoint -> model and tokenizer
 
-def load_model(ckpt_path, device="cpu", batch_size=1):
-    """A GPTAdapter over the model in ckpt_path (ours or nanoGPT's) with the tokenizer of its dataset, and the
-    checkpoint's iteration. Loads tensors and plain data only (weights_only), as train.py and sample.py."""
-    from model import GPT
-    from tokenizer import get_codec, read_meta
-    if not os.path.exists(ckpt_path):
-        raise EvalError(f"no checkpoint at {ckpt_path}; train one with train.py or pass --out_dir=DIR.")
+def load_model(path, device="cpu", batch_size=1, which="best", hub=False):
+    """A GPTAdapter over the model that path names (an out_dir, a checkpoint file or a Hugging Face folder; with hub
+    also a Hub id: checkpoints.load_model) with the tokenizer of its dataset (a folder's own), and the checkpoint's
+    iteration."""
+    from checkpoints import CheckpointError, load_model as load, tokenizer_of
     try:
-        checkpoint = torch.load(ckpt_path, map_location=device, weights_only=True)
-        model = GPT.from_checkpoint(checkpoint).to(device)
-    except pickle.UnpicklingError as e:
-        unsafe = re.search(r"GLOBAL (\S+)", str(e))
-        if not unsafe:
-            raise EvalError(f"could not load a model from {ckpt_path} ({_first_line(e)}); it is damaged or not a "
-                            f"train.py/nanoGPT checkpoint.")
-        raise EvalError(f"{ckpt_path} holds a pickled Python object that is not a tensor or plain data "
-                        f"({unsafe.group(1)}); it is refused, as loading it could run code: evaluate only "
-                        f"checkpoints written by train.py or nanoGPT.")
-    except Exception as e:
-        raise EvalError(f"could not load a model from {ckpt_path} ({_first_line(e)}); it is damaged or not a "
-                        f"train.py/nanoGPT checkpoint.")
-    dataset = checkpoint.get("config", {}).get("dataset", "")
-    data_dir = dataset if os.path.isdir(dataset) else os.path.join(REPO, "data", dataset)
-    encode, _ = get_codec(data_dir)
-    eot = 0 if read_meta(data_dir).get("tokenizer") == "char" else 50256  # char: id 0 ends a document
-    return GPTAdapter(model, encode, eot, batch_size), checkpoint.get("iter_num")
-
-
-def load_hf_model(name, device="cpu", batch_size=1):
-    """A GPTAdapter over a Hugging Face folder or Hub id (convert.py --to=hf; OpenAI's 'gpt2', ...) with the
-    folder's own tokenizer."""
-    from convert import ConvertError, hf_codec
-    from model import GPT
-    try:
-        model = GPT.from_pretrained(name).to(device)
-        encode, _, eot = hf_codec(name)
-    except ConvertError as e:
-        raise EvalError(str(e))
-    return GPTAdapter(model, encode, eot, batch_size)
+        model, checkpoint, file = load(path, which, hub=hub)
+        encode, _, eot = tokenizer_of(checkpoint, model, file)
+    except CheckpointError as e:
+        raise EvalError(str(e)) from None
+    return GPTAdapter(model.to(device), encode, eot, batch_size), checkpoint.get("iter_num")
 
 
 # -----------------------------------------------------------------------------
@@ -307,7 +374,6 @@ def load_hf_model(name, device="cpu", batch_size=1):
 
 def main(argv):
     from configurator import apply_config
-    from model import checkpoint_path
     defaults = dict(
         out_dir="out",  # reads out_dir/best.pt (or ckpt.pt, see checkpoint), appends to out_dir/eval.json
         init_from="",  # a Hugging Face folder or Hub id (convert.py --to=hf) to evaluate instead of out_dir's checkpoint
@@ -325,23 +391,21 @@ def main(argv):
         hellaswag_fewshot_file="",
         arc_easy_file="",
         arc_easy_fewshot_file="",
+        # score only the examples whose text the model's tokenizer can encode (a character-level model's lacks
+        # characters of most tasks); how many were left out is printed and recorded
+        encodable_only=False,
     )
     c = apply_config(defaults, argv)
     tasks = [t for t in c["tasks"].split(",") if t]
     try:
-        if c["init_from"]:
-            lm, iter_num = load_hf_model(c["init_from"], c["device"], c["batch_size"]), None
-            os.makedirs(c["out_dir"], exist_ok=True)
-        else:
-            try:
-                ckpt_path = checkpoint_path(c["out_dir"], c["checkpoint"])
-            except ValueError as e:
-                raise EvalError(str(e))
-            lm, iter_num = load_model(ckpt_path, c["device"], c["batch_size"])
+        lm, iter_num = load_model(c["init_from"] or c["out_dir"], c["device"], c["batch_size"], c["checkpoint"],
+                                  hub=bool(c["init_from"]))
+        os.makedirs(c["out_dir"], exist_ok=True)
         run_downstream(lm, c["out_dir"], tasks, iter_num=iter_num, limit=c["limit"], seed=c["seed"],
                        num_fewshot={t: c["num_fewshot"] for t in tasks} if c["num_fewshot"] >= 0 else None,
                        files={t: c[f"{t}_file"] for t in PAPER_FEWSHOT},
-                       fewshot_files={t: c[f"{t}_fewshot_file"] for t in PAPER_FEWSHOT})
+                       fewshot_files={t: c[f"{t}_fewshot_file"] for t in PAPER_FEWSHOT},
+                       encodable_only=c["encodable_only"])
     except EvalError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)

@@ -29,7 +29,6 @@ residual="gd", splitting="lie_trotter" is exactly nanoGPT's GPT: same parameter 
 
 import inspect
 import math
-import os
 import re
 import time
 from dataclasses import dataclass, fields
@@ -483,14 +482,11 @@ class GPT(nn.Module):
 
     @classmethod
     def from_checkpoint(cls, checkpoint):
-        """A model from a checkpoint dict of ours or nanoGPT's (whose model_args lack our keys, so
-        they default to plain GPT). Prefixes from torch.compile and DDP are removed."""
+        """A model from a checkpoint dict whose weights carry this version's names (checkpoints.py maps older and
+        nanoGPT's to them); model_args without our keys (nanoGPT's) default to plain GPT."""
         known = {f.name for f in fields(GPTConfig)}
         model = cls(GPTConfig(**{k: v for k, v in checkpoint['model_args'].items() if k in known}))
-        state_dict = {k.removeprefix('_orig_mod.').removeprefix('module.'): v for k, v in checkpoint['model'].items()}
-        # nanoGPT's causal-mask buffer (torch without flash attention) is not a weight
-        state_dict = {k: v for k, v in state_dict.items() if not re.fullmatch(r'transformer\.h\.\d+\.attn\.bias', k)}
-        state_dict = {cls._current_name(k, model.config): v for k, v in state_dict.items()}
+        state_dict = checkpoint['model']
         expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
         found = {k: tuple(v.shape) for k, v in state_dict.items()}
         if found != expected:  # say what differs, not load_state_dict's page of key names
@@ -500,20 +496,6 @@ class GPT(nn.Module):
                              f"{next(iter(sorted(set(expected) ^ set(found)) + differ))})")
         model.load_state_dict(state_dict)
         return model
-
-    @staticmethod
-    def _current_name(key, config):
-        """A weight's name in this version. Before substeps were modules (checkpoints until 2026-11-29), the
-        scalars were attributes of the block (h.0.attn_mu, h.0.euler_mlp_gamma) and LN_v a dict (h.0.ln_v.attn.weight)."""
-        old = re.fullmatch(r'(transformer\.h\.\d+\.)(?:ln_v\.(\w+)\.(weight|bias)|(\w+?)_(?:(attn|mlp)_)?(mu|beta|gamma))', key)
-        if not old:
-            return key
-        layer, ln_step, ln_weight, step, oracle, scalar = old.groups()
-        if ln_step:
-            return f"{layer}substeps.{ln_step}.ln_v.{ln_weight}"
-        if scalar == "gamma":  # one gamma per oracle call; a substep that calls one oracle named it <step>_gamma
-            return f"{layer}substeps.{step}.gamma.{oracle or next(iter(SPLITTINGS[config.splitting][step]))}"
-        return f"{layer}substeps.{step}.{scalar}"
 
     def configure_optimizers(self, weight_decay, learning_rate, betas, device_type, scalar_lr_scale=5.0,
                              optimizer="adamw", muon_lr=0.02):
@@ -671,13 +653,3 @@ def device_peak_flops(device, dtype):
     else:
         name = str(device)
     return measure_peak_flops(device, dtype), f"measured with {dtype} matmuls on {name}"
-
-
-def checkpoint_path(out_dir, which='best'):
-    """The checkpoint in out_dir that sample.py and eval.py read. train.py writes ckpt.pt (the latest state, what
-    --init_from=resume reads) and best.pt (the weights of the best val loss so far): which='best' reads best.pt
-    when there is one, else ckpt.pt (a nanoGPT run, an older one of ours); which='latest' reads ckpt.pt."""
-    if which not in ('best', 'latest'):
-        raise ValueError(f"checkpoint='{which}' is not one of 'best', 'latest'.")
-    best = os.path.join(out_dir, 'best.pt')
-    return best if which == 'best' and os.path.exists(best) else os.path.join(out_dir, 'ckpt.pt')

@@ -13,6 +13,8 @@ import os
 import sys
 
 SCALARS = ("mu", "beta", "gamma")
+# a scalar's line by the oracles its substep calls: attention, the MLP, or both (euler's and imex's mu and beta)
+STYLES = {frozenset({"attn"}): "-", frozenset({"mlp"}): ":", frozenset({"attn", "mlp"}): "--"}
 
 
 class PlotError(Exception):
@@ -33,6 +35,14 @@ def read_metrics(run_dir):
     if not any(r.get("val_loss") is not None for r in rows):
         raise PlotError(f"{path} holds no evaluation yet (no val_loss); plot it after the first eval step.")
     return rows
+
+
+def oracles(name):
+    """The oracles behind a scalar of metrics.jsonl: "layer0.euler.mlp.gamma" -> {"mlp"} (a gamma of a substep that
+    calls both names its oracle), "layer0.euler.mu" -> {"attn", "mlp"}, "layer0.attn1.mu" -> {"attn"} (verlet)."""
+    from model import SPLITTINGS
+    _, step, *oracle, _ = name.split(".")
+    return set(oracle) or {o for splitting in SPLITTINGS.values() for o in splitting.get(step, ())}
 
 
 def plot_runs(run_dirs, out_path, labels=None):
@@ -65,13 +75,13 @@ def plot_runs(run_dirs, out_path, labels=None):
                 layer = int(name.split(".")[0][5:])
                 points = [(r["iter"], r[name]) for r in evals if name in r]
                 ax.plot(*zip(*points), color=color, alpha=0.35 + 0.65 * (layer + 1) / n_layers,
-                        ls="-" if ".attn." in name else ":", label=f"{label} {name.rsplit('.', 1)[0]}")
+                        ls=STYLES[frozenset(oracles(name))], label=f"{label} {name.rsplit('.', 1)[0]}")
     ax_step.set(title="loss vs step", xlabel="step", ylabel="loss (nats/token)")
     ax_time.set(title="loss vs training time", xlabel="training time (s, evaluation excluded)",
                 ylabel="loss (nats/token)")
     for ax, scalar in zip(axes[1], SCALARS):
-        ax.set(title=f"{scalar} of every layer (solid: attention, dotted: MLP; darker: deeper)", xlabel="step",
-               ylabel=scalar)
+        ax.set(title=f"{scalar} of every layer (solid: attention, dotted: MLP, dashed: both; darker: deeper)",
+               xlabel="step", ylabel=scalar)
         if ax.lines:
             ax.legend(fontsize=6, ncol=2)
         else:

@@ -13,11 +13,8 @@ from contextlib import nullcontext
 
 import torch
 
+from checkpoints import CheckpointError, load_model, tokenizer_of
 from configurator import apply_config
-from model import GPT, checkpoint_path
-from tokenizer import GPT2_VOCAB_SIZE, get_codec, read_meta
-
-REPO = os.path.dirname(os.path.abspath(__file__))
 
 cuda = torch.cuda.is_available()
 defaults = dict(
@@ -73,29 +70,19 @@ if start.startswith('FILE:'):
     with open(start[5:], 'r', encoding='utf-8') as f:
         start = f.read()
 
-# model, and the dataset it was trained on, whose meta.json names the tokenizer (as nanoGPT's meta.pkl)
-dataset = ''  # none known: GPT-2 BPE
+# model, and the tokenizer of the dataset it was trained on, whose meta.json names it (as nanoGPT's meta.pkl)
 if init_from == 'resume':
     try:
-        ckpt_path = checkpoint_path(out_dir, checkpoint)
-    except ValueError as e:
+        model, ckpt, ckpt_path = load_model(out_dir, checkpoint)  # ours or nanoGPT's
+        encode, decode, _ = tokenizer_of(ckpt, model, ckpt_path)
+    except CheckpointError as e:
         fail(str(e))
-    if not os.path.exists(ckpt_path):
-        fail(f"no checkpoint at {ckpt_path}: train one with train.py first, or point --out_dir at its folder.")
-    try:
-        ckpt = torch.load(ckpt_path, map_location='cpu', weights_only=True)
-        model = GPT.from_checkpoint(ckpt)  # ours or nanoGPT's
-    except Exception as e:
-        fail(f"could not load {ckpt_path} ({type(e).__name__}: {str(e).splitlines()[0].split('. ')[0][:200]}); "
-             f"it is damaged or not a train.py/nanoGPT checkpoint.")
-    dataset = ckpt.get('config', {}).get('dataset', '')
     print(f"sampling from {ckpt_path} (iter {ckpt.get('iter_num')})", file=sys.stderr)
-else:  # Hugging Face format: a folder written by convert.py --to=hf (a path or a Hub id), or OpenAI's GPT-2
-    from convert import ConvertError, hf_codec
+else:  # Hugging Face format: a folder written by convert.py --to=hf, a Hub id, OpenAI's 'gpt2', ...
     try:
-        model = GPT.from_pretrained(init_from, dict(dropout=0.0))
-        codec = hf_codec(init_from)  # the folder's own tokenizer
-    except ConvertError as e:
+        model, ckpt, _ = load_model(init_from, hub=True)
+        encode, decode, _ = tokenizer_of(ckpt, model, init_from)  # the folder's own tokenizer
+    except CheckpointError as e:
         fail(str(e))
 model.eval()
 model.to(device)
@@ -103,19 +90,6 @@ if compile:
     # generate() calls self(...), so compile the forward it reaches; the context grows, hence dynamic
     model.forward = torch.compile(model.forward, dynamic=True)
 
-# the prompt's tokens, with the tokenizer of the model's dataset (GPT-2's without a meta.json)
-if init_from == 'resume':
-    data_dir = dataset if os.path.isdir(dataset) else os.path.join(REPO, 'data', dataset)
-    encode, decode = get_codec(data_dir)
-    tokenizer_vocab = read_meta(data_dir).get('vocab_size', GPT2_VOCAB_SIZE)
-else:
-    encode, decode, _ = codec
-    tokenizer_vocab = model.config.vocab_size  # the folder's tokenizer and weights travel together
-# the model's vocabulary is the tokenizer's, padded up to a multiple of 64 by train.py
-if not tokenizer_vocab <= model.config.vocab_size < tokenizer_vocab + 64:
-    fail(f"the model has a vocabulary of {model.config.vocab_size} tokens but its tokenizer "
-         f"({os.path.join(data_dir, 'meta.json') if dataset else 'GPT-2 BPE'}) has {tokenizer_vocab}; they do not "
-         f"belong together: prepare the dataset the model was trained on, or pick the matching --out_dir.")
 try:
     start_ids = encode(start)
 except ValueError as e:

@@ -9,7 +9,6 @@ Settings: the defaults below, then config files and --key=value overrides, left 
 """
 import contextlib
 import dataclasses
-import glob
 import json
 import math
 import os
@@ -30,9 +29,11 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
+import checkpoints
+from checkpoints import CheckpointError, load_model, write_atomically
 from configurator import apply_config
 from data_order import EpochOrder
-from model import GPT, GPTConfig, checkpoint_path, device_peak_flops
+from model import GPT, GPTConfig, device_peak_flops
 from tokenizer import read_meta
 
 REPO = os.path.dirname(os.path.abspath(__file__))
@@ -51,12 +52,15 @@ defaults = dict(
     eval_iters=200,
     eval_only=False,  # if True, evaluate once and exit
     always_save_checkpoint=True,  # ckpt.pt at every eval; if False, only when val loss improves (and on stop, at the end)
-    keep_checkpoints=0,  # also keep the last N checkpoints as ckpt-<iter>.pt (hard links, no extra disk); 0 = none
+    # also keep this run's last N checkpoints as ckpt-<iter>.pt; 0 = none. Each is a hard link to ckpt.pt when saved,
+    # so free only until ckpt.pt is next replaced: N kept copies cost N full checkpoints (weights + optimizer state)
+    keep_checkpoints=0,
     max_bad_steps=5,  # a step with a non-finite loss or gradient is skipped; this many in a row stop the run
     debug=False,  # print the Python traceback behind an error message
     # 'scratch' | 'resume' (from out_dir/ckpt.pt, the latest state) | weights to fine-tune: another run's out_dir
     # (its best.pt), a Hugging Face folder or Hub id (convert.py --to=hf), 'gpt2', 'gpt2-medium', ...
     init_from='scratch',
+    overwrite=False,  # a new run into an out_dir that holds another run: delete that run's files first
     # wandb logging
     wandb_log=False,
     wandb_project='owt',
@@ -149,6 +153,8 @@ for key in ('eval_interval', 'log_interval', 'eval_iters', 'batch_size', 'block_
         fail(f"{key}={config[key]} must be at least 1.")
 if data_order not in ('random', 'epoch'):
     fail(f"data_order='{data_order}' is not one of 'random', 'epoch'.")
+if overwrite and init_from == 'resume':
+    fail("overwrite=True deletes out_dir's run, so it cannot go with init_from='resume'; drop one of them.")
 
 # DDP: torchrun sets RANK, LOCAL_RANK and WORLD_SIZE
 ddp = int(os.environ.get('RANK', -1)) != -1
@@ -188,8 +194,16 @@ if master_process:
     try:  # find out now, not at the first checkpoint
         os.makedirs(out_dir, exist_ok=True)
         tempfile.TemporaryFile(dir=out_dir).close()
+        # one run per out_dir: this process holds it (rank 0 for all of them) until it ends, and a new run never
+        # mixes with, or replaces, another's files unless asked to
+        if note := checkpoints.lock_out_dir(out_dir):
+            print(note)
+        if init_from != 'resume':
+            checkpoints.check_fresh_out_dir(out_dir, overwrite)
     except OSError as e:
         error = f"cannot write to out_dir='{out_dir}' ({e.strerror or e}); choose a writable --out_dir."
+    except CheckpointError as e:
+        error = str(e)
 if error := agreed(error):
     fail(error)
 torch.manual_seed(seed + seed_offset)
@@ -267,6 +281,7 @@ if meta_vocab_size and master_process:
 # model and optimizer
 iter_num = 0  # optimizer steps taken
 best_val_loss = 1e9
+kept_copies = []  # the ckpt-<iter>.pt copies this run made (keep_checkpoints), oldest first
 checkpoint = None
 ckpt_path = os.path.join(out_dir, 'ckpt.pt')  # the latest state
 best_path = os.path.join(out_dir, 'best.pt')  # the weights of the best val loss so far
@@ -282,13 +297,15 @@ elif init_from == 'resume':
     if not os.path.exists(ckpt_path):
         fail(f"init_from='resume' but there is no checkpoint at {ckpt_path}; train with init_from='scratch' first.")
     try:
-        checkpoint = torch.load(ckpt_path, map_location='cpu', weights_only=True)
+        checkpoint = checkpoints.read_checkpoint(ckpt_path, 'resume from')
         # the architecture and weights are the checkpoint's (ours or nanoGPT's); only dropout may change
-        raw_model = GPT.from_checkpoint(dict(checkpoint, model_args=dict(checkpoint['model_args'], dropout=dropout)))
+        raw_model = checkpoints.model_from_checkpoint(checkpoint, dropout=dropout)
         iter_num, best_val_loss = checkpoint['iter_num'], checkpoint['best_val_loss']
+        kept_copies = checkpoint.get('kept_checkpoints', [])
+    except CheckpointError as e:
+        fail(str(e))
     except Exception as e:
-        fail(f"could not resume from {ckpt_path} ({type(e).__name__}: {str(e).splitlines()[0].split('. ')[0][:200]}); "
-             f"it is damaged or was not written by train.py.")
+        fail(str(checkpoints.damaged(ckpt_path, 'resume from', e)))
     # model settings given for this run must be the checkpoint's: resuming never changes the architecture
     for f in dataclasses.fields(GPTConfig):
         if f.name not in ('dropout', 'block_size') and config[f.name] != defaults[f.name] \
@@ -297,24 +314,13 @@ elif init_from == 'resume':
                  f"for {f.name}={config[f.name]!r}; drop that setting to resume, or train it in a new --out_dir.")
     if master_process:
         print(f"resuming from {ckpt_path} at iter {iter_num}")
-else:  # a fresh run from trained weights: another run's out_dir, or a Hugging Face folder / Hub id / 'gpt2*'
-    from convert import ConvertError
-    weights_path = checkpoint_path(init_from, 'best')
+else:  # a fresh run from trained weights: another run's out_dir (its best.pt), a Hugging Face folder or Hub id
     try:
-        if os.path.isdir(init_from) and not os.path.exists(os.path.join(init_from, 'config.json')):
-            if not os.path.exists(weights_path):
-                raise ConvertError(f"{init_from} holds neither a checkpoint (best.pt, ckpt.pt) nor a Hugging Face "
-                                   f"model (config.json)")
-            checkpoint = torch.load(weights_path, map_location='cpu', weights_only=True)
-            raw_model = GPT.from_checkpoint(dict(checkpoint, model_args=dict(checkpoint['model_args'], dropout=dropout)))
-            checkpoint = None  # its weights only: the optimizer, schedule and data stream start afresh
-        else:
-            raw_model = GPT.from_pretrained(init_from, dict(dropout=dropout))
-    except ConvertError as e:
+        raw_model, _, source = load_model(init_from, 'best', hub=True, dropout=dropout)
+    except CheckpointError as e:
         fail(f"init_from='{init_from}': {e}")
-    except Exception as e:
-        fail(f"could not initialize from {init_from} ({type(e).__name__}: {str(e).splitlines()[0][:200]}); give "
-             f"'scratch', 'resume', a run's out_dir, a Hugging Face folder written by convert.py or a Hub id.")
+    if master_process:
+        print(f"initializing from {source}: its weights; the optimizer, schedule and data stream start afresh")
 # the settings saved with checkpoints describe the model actually trained (all GPTConfig fields)
 model_args = dataclasses.asdict(raw_model.config)
 config.update(model_args)
@@ -425,25 +431,11 @@ def git_commit():
 commit = git_commit() if master_process else None
 
 
-def write_atomically(obj, path):
-    """torch.save to path.tmp, flushed, fsynced and renamed over path, so a crash never leaves a damaged file."""
-    tmp_path = path + '.tmp'
-    try:
-        with open(tmp_path, 'wb') as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_path, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp_path)
-        raise
-
-
-def save_checkpoint(best=False):
-    """ckpt.pt: the latest state, what --init_from=resume reads; with best also best.pt: the weights alone, what
-    sample.py, eval.py and eval_downstream read. Called by every process (each contributes its data stream and RNG
-    states); rank 0 writes the files, and if that fails every process stops."""
+def save_checkpoint(best=False, latest=True):
+    """ckpt.pt: the latest state, what --init_from=resume reads; with best, first best.pt: the weights alone, what
+    sample.py, eval.py and eval_downstream read, written before ckpt.pt records their val loss as the best. Called by
+    every process (each contributes its data stream and RNG states); rank 0 writes the files, and if that fails every
+    process stops."""
     rng = {'data': train_gen.get_state(), 'epoch_order': epoch_order.state_dict(), 'torch': torch.get_rng_state()}
     if device_type == 'cuda':
         rng['cuda'] = torch.cuda.get_rng_state(device)
@@ -466,14 +458,18 @@ def save_checkpoint(best=False):
             'torch_version': str(torch.__version__),
             'git_commit': commit,
         }
-        print(f"saving checkpoint to {out_dir}" + (" (ckpt.pt and best.pt)" if best else " (ckpt.pt)"))
+        copy = f'ckpt-{iter_num:08d}.pt'
+        if latest and keep_checkpoints > 0:
+            checkpoint['kept_checkpoints'] = ([k for k in kept_copies if k != copy] + [copy])[-keep_checkpoints:]
+        print(f"saving checkpoint to {out_dir} ({' and '.join(['best.pt'] * best + ['ckpt.pt'] * latest)})")
         try:
-            write_atomically(checkpoint, ckpt_path)
-            if keep_checkpoints > 0:
-                keep_copy()
             if best:
-                write_atomically({k: v for k, v in checkpoint.items() if k not in ('optimizer', 'scaler', 'rng')},
-                                 best_path)
+                write_atomically({k: v for k, v in checkpoint.items()
+                                  if k not in ('optimizer', 'scaler', 'rng', 'kept_checkpoints')}, best_path)
+            if latest:
+                write_atomically(checkpoint, ckpt_path)
+            if latest and keep_checkpoints > 0:
+                keep_copy(copy, checkpoint['kept_checkpoints'])
         except OSError as e:  # a full disk, a lost mount, ...
             error = (f"could not save a checkpoint in {out_dir} at iter {iter_num} ({e.strerror or e}), so training "
                      f"stops; {ckpt_path} still holds the last good one: free some space (or pick another --out_dir) "
@@ -482,18 +478,22 @@ def save_checkpoint(best=False):
         fail(error)
 
 
-def keep_copy():
-    """ckpt-<iter>.pt beside ckpt.pt, the last keep_checkpoints of them; a hard link costs no disk space and
-    keeps this version when ckpt.pt is next replaced."""
-    kept_path = os.path.join(out_dir, f'ckpt-{iter_num:08d}.pt')
+def keep_copy(copy, keep):
+    """ckpt.pt as copy (ckpt-<iter>.pt), a hard link that keeps this version when ckpt.pt is next replaced; then
+    this run's copies that are not in keep go. Copies it did not make (another branch of resumes) stay."""
+    global kept_copies
+    kept_path = os.path.join(out_dir, copy)
     with contextlib.suppress(FileNotFoundError):
         os.remove(kept_path)
     try:
         os.link(ckpt_path, kept_path)
     except OSError:  # a filesystem without hard links
         shutil.copyfile(ckpt_path, kept_path)
-    for old in sorted(glob.glob(os.path.join(out_dir, 'ckpt-*.pt')))[:-keep_checkpoints]:
-        os.remove(old)
+    for old in kept_copies:
+        if old not in keep:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(out_dir, old))
+    kept_copies = keep
 
 
 def diverged(what, value):
@@ -599,11 +599,14 @@ while True:
         if wandb_log and master_process:
             wandb.log({'train/loss': losses['train'], 'val/loss': losses['val'], 'lr': lr,
                        **{f'scalars/{k}': v for k, v in scalars.items()}}, step=iter_num)
-        improved = losses['val'] < best_val_loss
+        improved = losses['val'] < best_val_loss and not eval_only
         best_val_loss = min(best_val_loss, losses['val'])
-        # nothing new to save at the start (or on resuming); at the end ckpt.pt always gets the latest state
-        if iter_num > start_iter and (improved or always_save_checkpoint or iter_num >= max_iters):
-            save_checkpoint(best=improved)
+        # at the first iteration (0, or where a resume starts) ckpt.pt already holds this state, but best.pt may
+        # not: the stop that ended the earlier run can land just before an eval; at the end ckpt.pt always gets the
+        # latest state
+        latest = iter_num > start_iter and (improved or always_save_checkpoint or iter_num >= max_iters)
+        if improved or latest:
+            save_checkpoint(best=improved, latest=latest)
         eval_time += time.time() - t_eval
         log_t0 += time.time() - t_eval
     if iter_num >= max_iters or eval_only:
@@ -694,10 +697,9 @@ if master_process:
     if eval_downstream:
         # lm-eval on the best-val checkpoint (best.pt), as the paper; the same path as `python eval.py --out_dir=...`
         from eval import EvalError, load_model, run_downstream
-        scored_path = checkpoint_path(out_dir, 'best')  # best.pt, or ckpt.pt when no eval improved
-        print(f"downstream evaluation of {scored_path}")
+        print(f"downstream evaluation of {checkpoints.checkpoint_path(out_dir, 'best')}")
         try:
-            lm, best_iter = load_model(scored_path, device)
+            lm, best_iter = load_model(out_dir, device)
             run_downstream(lm, out_dir, [t for t in downstream_tasks.split(',') if t], iter_num=best_iter,
                            limit=downstream_limit,
                            files={'hellaswag': hellaswag_file, 'arc_easy': arc_easy_file},

@@ -70,6 +70,7 @@ from tqdm import tqdm
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)  # the repo root, from anywhere
+from checkpoints import read_checkpoint  # noqa: E402
 from model import GPT, GPTConfig  # noqa: E402
 
 SEEDS = (1, 2, 3)
@@ -161,7 +162,7 @@ def read_run(out_dir, settings):
     params = None
     ckpt_path = os.path.join(out_dir, "ckpt.pt")
     if os.path.exists(ckpt_path):  # written at the first eval that improved the val loss
-        model_args = torch.load(ckpt_path, map_location="cpu", weights_only=True)["model_args"]
+        model_args = read_checkpoint(ckpt_path, mmap=True)["model_args"]
         with torch.device("meta"), contextlib.redirect_stdout(io.StringIO()):  # no memory, no printed count
             params = sum(p.numel() for p in GPT(GPTConfig(**model_args)).parameters())
     return {
@@ -188,8 +189,9 @@ def run_one(job, threads):
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     load0, t0 = os.getloadavg()[0], time.time()
     with open(os.path.join(out_dir, "train.log"), "w") as log:
-        proc = subprocess.Popen([sys.executable, "train.py", *args], cwd=REPO, env=env, stdout=log,
-                                stderr=subprocess.STDOUT)
+        # a run without its run.json is redone from the start: what an earlier try left in out_dir goes
+        proc = subprocess.Popen([sys.executable, "train.py", *args, "--overwrite=True"], cwd=REPO, env=env,
+                                stdout=log, stderr=subprocess.STDOUT)
         # wait4 also gives the CPU time the run used: unlike wall time, other work on the machine hardly changes it
         _, status, usage = os.wait4(proc.pid, 0)
         rc = proc.returncode = os.waitstatus_to_exitcode(status)
@@ -429,7 +431,7 @@ def markdown(grid, info, sweeps, analysis):
         "",
         f"## Learning-rate sweep: final val loss, seed {SWEEP_SEED}",
         "",
-        f"Each model's best rate (bold) is chosen on these runs alone"
+        "Each model's best rate (bold) is chosen on these runs alone"
         + (f"; a rate a factor of 2 beyond the range joins it while the best is at an end (at most "
            f"{info['extensions']} times each way)." if info["extensions"] else "; this grid does not extend its range."),
         "",

@@ -65,6 +65,8 @@ def _run_here(script, *args):
         os.environ.clear()  # train.py sets TQDM_DISABLE, which would reach the subprocesses of later tests
         os.environ.update(saved[5])
         sys.path[:] = saved[6]  # the bench scripts put the repo root first
+        if "checkpoints" in sys.modules:  # train.py's out_dir lock, which its process would drop on exiting
+            sys.modules["checkpoints"].unlock_out_dir()
     return subprocess.CompletedProcess([script, *args], status, out.getvalue(), err.getvalue())
 
 

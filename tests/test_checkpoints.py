@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import REPO, TINY
-from model import checkpoint_path
+from checkpoints import CheckpointError, checkpoint_path
 from test_train import losses, metrics
 
 
@@ -72,12 +72,74 @@ def test_sigterm_after_an_eval_that_did_not_improve(tiny_data, tmp_path, run_her
         assert all(torch.equal(a, b) for a, b in zip(weights(run / name).values(), weights(full / name).values()))
 
 
+def sigterm_in_iteration(monkeypatch, stop_iter):
+    """SIGTERM to this process in the first training forward of iteration stop_iter (TINY: 2 micro-batches an
+    iteration), as a scheduler would send it: train.py then finishes that iteration, saves ckpt.pt at stop_iter + 1
+    and exits."""
+    import model
+    forward, calls = model.GPT.forward, [0]
+
+    def patched(self, idx, targets=None, **kw):
+        if self.training:
+            calls[0] += 1
+            if calls[0] == 2 * stop_iter + 1:
+                os.kill(os.getpid(), signal.SIGTERM)
+        return forward(self, idx, targets, **kw)
+    monkeypatch.setattr(model.GPT, "forward", patched)
+
+
+@pytest.mark.parametrize("stop_iter", [4, 5], ids=["stop before an eval", "stop after an eval"])
+def test_best_pt_after_a_stop_and_a_worse_resume(stop_iter, tiny_data, tmp_path, run_here, monkeypatch):
+    """A stop in iteration 4 leaves ckpt.pt at iter 5, so the eval at 5 falls to the resumed run, at its first
+    iteration (main skipped saving there: no best.pt at all, and sample.py read the worse final ckpt.pt); a stop in
+    iteration 5 comes just after that eval. The resumed run's learning rate of 10 makes every later eval worse, so
+    best.pt must hold iter 5's weights and val loss, and ckpt.pt record that loss as the best."""
+    args = [*TINY, f"--dataset={tiny_data}", f"--out_dir={tmp_path}", "--max_iters=15", "--eval_interval=5",
+            "--always_save_checkpoint=False"]
+    with monkeypatch.context() as m:
+        sigterm_in_iteration(m, stop_iter)
+        r = run_here("train.py", *args)
+    assert r.returncode == 128 + signal.SIGTERM, r.stderr
+    assert torch.load(tmp_path / "ckpt.pt", weights_only=True)["iter_num"] == stop_iter + 1
+    at_5 = weights(tmp_path / ("ckpt.pt" if stop_iter == 4 else "best.pt"))  # the weights evaluated at iter 5
+    r = run_here("train.py", *args, "--init_from=resume", "--decay_lr=False", "--learning_rate=10")
+    assert r.returncode == 0, r.stderr
+    evals = val_losses(tmp_path)
+    assert sorted(evals) == [0, 5, 10, 15] and evals[5] < min(evals[0], evals[10], evals[15]), evals
+    best = torch.load(tmp_path / "best.pt", weights_only=True)
+    assert best["iter_num"] == 5 and best["best_val_loss"] == evals[5]
+    assert all(torch.equal(best["model"][k], v) for k, v in at_5.items())
+    latest = torch.load(tmp_path / "ckpt.pt", weights_only=True)
+    assert latest["iter_num"] == 15 and latest["best_val_loss"] == evals[5]
+    r = run_here("sample.py", f"--out_dir={tmp_path}", "--num_samples=1", "--max_new_tokens=2", "--device=cpu")
+    assert f"sampling from {tmp_path / 'best.pt'} (iter 5)" in r.stderr
+
+
+def test_best_pt_is_written_before_ckpt_pt_records_its_loss(tiny_data, tmp_path, run_here, monkeypatch):
+    """A failure between the two writes must not leave a ckpt.pt whose best_val_loss has no best.pt: a full disk
+    at the second write of the eval at iter 5 (the first, at iter 0, writes best.pt alone)."""
+    import checkpoints
+    written, write = [], checkpoints.write_atomically
+
+    def failing_second(obj, path):
+        written.append(os.path.basename(path))
+        if len(written) == 3:
+            raise OSError(28, "No space left on device")
+        write(obj, path)
+    monkeypatch.setattr(checkpoints, "write_atomically", failing_second)
+    r = run_here("train.py", *TINY, f"--dataset={tiny_data}", f"--out_dir={tmp_path}", "--max_iters=10",
+                 "--eval_interval=5")
+    assert r.returncode == 1 and "No space left on device" in r.stderr
+    assert written == ["best.pt", "best.pt", "ckpt.pt"]
+    assert torch.load(tmp_path / "best.pt", weights_only=True)["iter_num"] == 5
+
+
 def test_checkpoint_path(tmp_path):
     assert checkpoint_path(tmp_path) == str(tmp_path / "ckpt.pt")  # no best.pt (nanoGPT's runs): ckpt.pt
     (tmp_path / "best.pt").write_bytes(b"")
     assert checkpoint_path(tmp_path) == str(tmp_path / "best.pt")
     assert checkpoint_path(tmp_path, "latest") == str(tmp_path / "ckpt.pt")
-    with pytest.raises(ValueError, match="checkpoint='last' is not one of 'best', 'latest'"):
+    with pytest.raises(CheckpointError, match="checkpoint='last' is not one of 'best', 'latest'"):
         checkpoint_path(tmp_path, "last")
 
 

@@ -267,8 +267,9 @@ def test_bad_input(tmp_path, run_here):
     save_file(weights, tmp_path / "gpt" / "model.safetensors")
     with pytest.raises(convert.ConvertError, match="non-zero biases"):
         GPT.from_pretrained(str(tmp_path / "gpt"))
-    # a checkpoint whose dataset (hence tokenizer) is not here
-    torch.save(as_checkpoint(model, config={"dataset": "/nowhere"}), tmp_path / "ckpt.pt")
+    # a checkpoint whose dataset (hence tokenizer) is not here, and whose vocabulary is not GPT-2's
+    torch.save(as_checkpoint(random_model("gd", "lie_trotter", vocab_size=128), config={"dataset": "/nowhere"}),
+               tmp_path / "ckpt.pt")
     r = run_here("convert.py", "--to=hf", f"--out_dir={tmp_path}", f"--hf_dir={tmp_path / 'hf2'}")
     assert r.returncode == 1 and "--dataset=" in r.stderr and not (tmp_path / "hf2").exists()
 

@@ -10,6 +10,7 @@ import torch
 import torch._dynamo.utils
 
 import model
+from checkpoints import load_model
 from conftest import TINY
 from model import GPT, GPTConfig
 from test_train import metrics
@@ -123,7 +124,7 @@ def test_compiled_train_save_resume_sample(reference, tiny_data, tmp_path, run_h
     sample = r.stdout.split("\n", 1)[1]
     assert sample.startswith(prompt) and len(sample) >= len(prompt) + 50  # every token decodes to a character or more
     if DEVICE == "cpu":  # TF32 on CUDA may flip a near tie of this barely trained model
-        model = GPT.from_checkpoint(torch.load(tmp_path / "best.pt", map_location="cpu", weights_only=True)).eval()
+        model = load_model(str(tmp_path / "best.pt"))[0].eval()
         eager = decode(model.generate(torch.tensor([encode(prompt)]), 50, top_k=1)[0].tolist())
         assert sample == f"{eager}\n---------------\n"
 

@@ -80,19 +80,28 @@ def test_sum_logprob_and_greedy_by_hand():
     assert [x.shape[0] for x in lm.model.seen] == [2, 1]
 
 
+def successor_bigram(block_size=16):
+    """P(t + 1 | t) = 0.5, every other next token 0.5 / 127: each prediction depends on the token before it."""
+    p = torch.full((V, V), 0.5 / (V - 1), dtype=torch.float64)
+    p[torch.arange(V - 1), torch.arange(1, V)] = 0.5
+    return TableLM(p, block_size=block_size)
+
+
 def test_rolling_loglikelihood_scores_every_token_once():
     """Perplexity tasks: a text longer than block_size is scored in lm-eval's rolling windows, every token once,
-    the first after the end-of-text token."""
-    lm = ev.GPTAdapter(unigram(LM), toy_encode, eot_token_id=0)
-    assert lm.loglikelihood_rolling([SimpleNamespace(args=("a" * 40,))]) == [pytest.approx(40 * math.log(0.4))]
+    the first after the end-of-text token, each with the token before it: the sum is the whole text's
+    log-likelihood under a model whose predictions depend on the context (a window cut one token off, or scored
+    after the wrong token, changes it)."""
+    text = "".join(chr(ord("a") + i % 7) for i in range(40))  # abcdefgabc...: mostly successors
+    lm = ev.GPTAdapter(successor_bigram(), toy_encode, eot_token_id=0)
+    tokens = [0] + toy_encode(text)
+    expected = sum(math.log(0.5 if b == a + 1 else 0.5 / 127) for a, b in zip(tokens, tokens[1:]))
+    assert lm.loglikelihood_rolling([SimpleNamespace(args=(text,))]) == [pytest.approx(expected)]
     assert lm.model.seen[0][0, 0] == 0 and sum(x.shape[1] for x in lm.model.seen) > 40  # windows overlap
 
 
 def test_left_truncation_keeps_the_continuation_and_scores_the_right_positions():
-    # bigram model: P(t + 1 | t) = 0.5, every other next token 0.5 / 127
-    p = torch.full((V, V), 0.5 / (V - 1), dtype=torch.float64)
-    p[torch.arange(V - 1), torch.arange(1, V)] = 0.5
-    model = TableLM(p, block_size=8)
+    model = successor_bigram(block_size=8)
     lm = ev.GPTAdapter(model, toy_encode, eot_token_id=0)
     context, continuation = list(range(1, 20)), [50, 51, 52]
     [(score, _)] = lm.score([(context, continuation)])
@@ -361,7 +370,8 @@ def test_train_evaluates_its_best_checkpoint_downstream(tmp_path, tiny_data, run
     (["--out_dir={tmp}/out", "--tasks=hellaswag,no_such_task"], "unknown task 'no_such_task'"),
     (["--out_dir={tmp}/out", "--tasks=arc_easy", "--arc_easy_file={tmp}/bad.jsonl"], "could not evaluate arc_easy"),
     (["--out_dir={tmp}/out", "--tasks=arc_easy", "--arc_easy_file={tmp}/missing.jsonl"], "does not exist"),
-    (["--out_dir={tmp}/out", "--tasks=arc_easy", "--arc_easy_file={tmp}/arc.jsonl"], "could not evaluate arc_easy"),
+    (["--out_dir={tmp}/out", "--tasks=arc_easy", "--arc_easy_file={tmp}/arc.jsonl"],
+     "arc_easy asks for 25 few-shot examples, but its few-shot data ({tmp}/arc.jsonl) holds 3;"),
     # an endpoint that refuses at once stands in for "no network", also on machines that have one
     (["--out_dir={tmp}/out", "--tasks=hellaswag"], "cannot be reached"),
 ])
@@ -376,8 +386,28 @@ def test_cli_bad_inputs(tmp_path, capsys, monkeypatch, args, words):
         ev.main([a.format(tmp=tmp_path) for a in args])
     assert exit.value.code == 1
     err = capsys.readouterr().err  # progress bars before it are off outside a terminal (see the CLI test)
+    words = words.format(tmp=tmp_path)
     assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("error: ") and words in err, err
     assert not (tmp_path / "out" / "eval.json").exists()
+
+
+def test_char_model_scores_only_encodable_examples(trained, tmp_path, capsys):
+    """A character-level model (TinyStories' characters: no '%') on ARC-Easy, one of whose 4 examples holds a '%':
+    refused with the count and the characters (test_reliability's char_model_on_unencodable_task), and scored on
+    the 3 others with --encodable_only=True, which the printed line and eval.json say. The few-shot examples come
+    from the same file, so the left-out example is never a shot either."""
+    import shutil
+    run = tmp_path / "run"
+    shutil.copytree(trained("gd")[0], run)
+    records = [flat(r) for r in ARC_NESTED] + [dict(flat(ARC_NESTED[0]), id="q4", question="Which is 50% of 10?")]
+    arc = write_jsonl(tmp_path / "arc.jsonl", records)
+    ev.main([f"--out_dir={run}", "--tasks=arc_easy", f"--arc_easy_file={arc}", "--num_fewshot=2", "--device=cpu",
+             "--encodable_only=True"])
+    out = capsys.readouterr().out
+    assert "arc_easy 2-shot: acc " in out
+    assert "(n=3, iter 30; left out, holding text the tokenizer cannot encode: 1 examples, 1 few-shot examples)" in out
+    [record] = json.loads((run / "eval.json").read_text())
+    assert (record["n"], record["left_out"], record["left_out_fewshot"]) == (3, 1, 1)
 
 
 def test_script_dataset_falls_back_to_parquet(tmp_path, monkeypatch, capsys):

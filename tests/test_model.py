@@ -362,9 +362,10 @@ def test_kv_cache_generation_matches_uncached(residual, splitting):
 
 
 def test_from_checkpoint_loads_ours_and_nanogpts():
+    from checkpoints import model_from_checkpoint  # the names of earlier versions and nanoGPT's, mapped
     ours = make("nesterov", "lie_trotter", bias=True)  # has ln_v.attn.bias, a real weight
     from dataclasses import asdict
-    loaded = GPT.from_checkpoint({"model_args": asdict(ours.config), "model": ours.state_dict()}).eval()
+    loaded = model_from_checkpoint({"model_args": asdict(ours.config), "model": ours.state_dict()}).eval()
     idx = torch.randint(0, 64, (2, 16))
     assert torch.equal(all_logits(loaded, idx), all_logits(ours, idx))
     # ours from before the substep modules: h.0.attn_mu, h.0.euler_mlp_gamma, h.0.ln_v.attn.weight
@@ -382,14 +383,14 @@ def test_from_checkpoint_loads_ours_and_nanogpts():
                 k = f"{m[1]}{m[2]}_{m[4]}" if m[4] else f"{m[1]}{m[2]}_{m[5] + '_' if splitting == 'euler' else ''}gamma"
             old[k] = v
         assert any(k.endswith("transformer.h.1.mlp_gamma") or k.endswith("euler_mlp_gamma") for k in old)
-        loaded = GPT.from_checkpoint({"model_args": asdict(ours.config), "model": old}).eval()
+        loaded = model_from_checkpoint({"model_args": asdict(ours.config), "model": old}).eval()
         assert torch.equal(all_logits(loaded, idx), all_logits(ours, idx))
     # nanoGPT: model_args without our keys, compiled-model prefixes, the causal-mask buffer of old torch
     gd = make("gd")
     nano_args = {k: getattr(gd.config, k) for k in ("n_layer", "n_head", "n_embd", "block_size", "bias", "vocab_size", "dropout")}
     nano_sd = {"_orig_mod." + k: v for k, v in gd.state_dict().items()}
     nano_sd["_orig_mod.transformer.h.0.attn.bias"] = torch.ones(1, 1, 16, 16).tril()
-    loaded = GPT.from_checkpoint({"model_args": nano_args, "model": nano_sd}).eval()
+    loaded = model_from_checkpoint({"model_args": nano_args, "model": nano_sd}).eval()
     assert loaded.config.residual == "gd"
     assert torch.equal(all_logits(loaded, idx), all_logits(gd, idx))
 

@@ -49,6 +49,21 @@ def test_two_runs_in_one_png(tmp_path):
         assert list(layer1.get_ydata()) == pytest.approx([0.5, 0.58, 0.66])
 
 
+def test_scalar_line_style_follows_the_oracle(tmp_path):
+    """Solid: a substep calling attention, dotted: the MLP, dashed: both. Verlet's attn1/attn2 are attention half
+    steps; euler's (and imex's) mu and beta belong to a substep calling both, its gammas to one oracle each."""
+    names = {"layer0.attn1.mu": "-", "layer0.attn1.gamma": "-", "layer0.mlp.beta": ":", "layer0.attn2.gamma": "-",
+             "layer1.euler.mu": "--", "layer1.euler.beta": "--", "layer1.euler.attn.gamma": "-",
+             "layer1.euler.mlp.gamma": ":", "layer1.imex.mu": "--", "layer1.imex.mlp.gamma": ":"}
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "metrics.jsonl").write_text(json.dumps(
+        {"iter": 0, "train_loss": 1.0, "val_loss": 1.0, **{n: 0.5 for n in names}}) + "\n")
+    fig = plot.plot_runs([str(tmp_path / "run")], str(tmp_path / "x.png"), labels=["r"])
+    drawn = {f"{line.get_label()[2:]}.{ax.get_title().split()[0]}": line.get_linestyle()
+             for ax in fig.axes if ax.get_title().split()[0] in plot.SCALARS for line in ax.lines}
+    assert drawn == names
+
+
 def test_bad_inputs_say_one_sentence(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "metrics.jsonl").write_text(json.dumps({"iter": 0, "train_loss": 1.0, "val_loss": None}))

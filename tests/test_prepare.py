@@ -83,6 +83,7 @@ def test_prepare_script_txt(tmp_path):
     result = run_prepare("--data-files", TS_A, "--out-dir", tmp_path, "--num-proc", 2)
     assert result.returncode == 0, result.stderr
     assert "tokens/s" in result.stdout
+    assert "tokenizing" not in result.stderr  # no progress bar frames where stdout is not a terminal
     meta, train, val = load_output(tmp_path)
     enc = get_gpt2_encoding()
     n_tokens = len(enc.encode(TS_A.read_text(encoding="utf-8"), allowed_special={"<|endoftext|>"}))
@@ -186,13 +187,15 @@ def test_hub_source(tmp_path, monkeypatch, capsys, sample, val_split, script_bas
 
     def load_dataset(name, streaming=False, num_proc=None, revision=None):
         assert name == "someone/stories"
-        if script_based and revision != "refs/convert/parquet":
+        if script_based and revision != "c0ffee-parquet":  # the commit of refs/convert/parquet
             raise RuntimeError("Dataset scripts are no longer supported, but found stories.py")
         ds = {split: datasets.Dataset.from_dict({"text": docs}) for split, docs in splits.items()}
         return {split: d.to_iterable_dataset() for split, d in ds.items()} if streaming else ds
 
     monkeypatch.setattr(datasets, "load_dataset", load_dataset)
     monkeypatch.setattr(dataprep, "_hub_reachable", lambda: True)
+    monkeypatch.setattr(dataprep, "hub_snapshot", lambda name, revision=None: (
+        "c0ffee-parquet" if revision == "refs/convert/parquet" else "c0ffee-main", ["default/train/0000.parquet"]))
     dataprep.main(name="no-local-mirror", hub="someone/stories", out_dir=tmp_path, sample_docs=15, sample_val_docs=4,
                   hub_val_split=val_split, hub_val_fraction=0.1,
                   argv=["--num-proc", "1"] + (["--sample"] if sample else []))
@@ -201,6 +204,9 @@ def test_hub_source(tmp_path, monkeypatch, capsys, sample, val_split, script_bas
                       "longer runs; reading the hub's parquet conversion of it (revision='refs/convert/parquet') "
                       "instead"] if script_based else [])
     meta, train, val = load_output(tmp_path)
+    assert meta["revision"] == ("c0ffee-parquet" if script_based else "c0ffee-main")
+    if not sample:
+        assert meta["hub_rows"] == {"train": 20, "validation": len(DOCS) - 20}
     train_docs = DOCS[:15] if sample else DOCS[:20]
     if val_split:
         val_docs = DOCS[20:24] if sample else DOCS[20:]
@@ -211,6 +217,49 @@ def test_hub_source(tmp_path, monkeypatch, capsys, sample, val_split, script_bas
         assert (meta["split"], meta["val_fraction"]) == ("seeded by document", 0.1)
         assert (meta["train_docs"], meta["val_docs"]) == (len(train_docs) - 2, 2)
         assert val.tobytes() == token_bytes(d for d, v in zip(train_docs, is_val) if v)
+
+
+def test_partial_parquet_conversion_is_refused(tmp_path, monkeypatch, capsys):
+    """A stand-in hub: the parquet conversion of a script-based dataset laid out as the hub's converter does when a
+    split passes its size limit (default/partial-train/), read by the real load_dataset from local parquet files.
+    Refused with one sentence, no file written; with --allow-partial it is taken, and meta.json says so. The full
+    dataset's row count (openwebtext's 8,013,769) is checked as well."""
+    datasets = pytest.importorskip("datasets")
+    hub = tmp_path / "hub"
+    for folder, docs in (("default/partial-train", DOCS[:20]), ("default/validation", DOCS[20:])):
+        (hub / folder).mkdir(parents=True)
+        datasets.Dataset.from_dict({"text": docs}).to_parquet(hub / folder / "0000.parquet")
+    real_load = datasets.load_dataset
+
+    def load_dataset(name, num_proc=None, revision=None):
+        if revision != "c0ffee":
+            raise RuntimeError("Dataset scripts are no longer supported, but found stories.py")
+        return real_load("parquet", data_files={p.parent.name.removeprefix("partial-"): str(p)
+                                                for p in hub.rglob("*.parquet")})
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    monkeypatch.setattr(dataprep, "_hub_reachable", lambda: True)
+    monkeypatch.setattr(dataprep, "hub_snapshot", lambda name, revision=None: (
+        "c0ffee" if revision == "refs/convert/parquet" else "main-commit",
+        [str(p.relative_to(hub)) for p in hub.rglob("*.parquet")]))
+    args = dict(name="no-local-mirror", hub="someone/stories", sample_docs=15, hub_val_split="validation")
+    with pytest.raises(SystemExit) as exit:
+        dataprep.main(**args, out_dir=tmp_path / "out", argv=["--num-proc", "1"])
+    assert "parquet conversion of someone/stories (commit c0ffee) is partial (default/partial-train" in str(exit.value)
+    assert "--allow-partial" in str(exit.value) and not (tmp_path / "out").exists()
+    layout = dataprep.hub_snapshot
+    monkeypatch.setattr(dataprep, "hub_snapshot", lambda name, revision=None: (  # no partial- folder
+        "c0ffee" if revision == "refs/convert/parquet" else "main-commit", []))
+    with pytest.raises(SystemExit) as exit:
+        dataprep.main(**args, out_dir=tmp_path / "out", hub_rows={"train": 8_013_769}, argv=["--num-proc", "1"])
+    assert "came with 20 train documents where the full dataset has 8,013,769" in str(exit.value)
+    assert not (tmp_path / "out").exists()
+    monkeypatch.setattr(dataprep, "hub_snapshot", layout)
+    dataprep.main(**args, out_dir=tmp_path / "out", argv=["--num-proc", "1", "--allow-partial"])
+    meta = json.loads((tmp_path / "out" / "meta.json").read_text())
+    assert {k: meta[k] for k in ("source", "revision", "ref", "partial", "hub_rows", "train_docs", "val_docs")} == {
+        "source": "someone/stories", "revision": "c0ffee", "ref": "refs/convert/parquet",
+        "partial": ["default/partial-train"], "hub_rows": {"train": 20, "validation": len(DOCS) - 20},
+        "train_docs": 20, "val_docs": len(DOCS) - 20}
 
 
 @needs_data

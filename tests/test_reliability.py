@@ -86,13 +86,58 @@ def test_sigterm_to_one_rank_stops_all_and_resumes_exactly(tiny_data, tmp_path, 
 
 
 def test_keep_last_checkpoints(tiny_data, tmp_path, run_here):
-    r = run_here("train.py", *TINY, f"--dataset={tiny_data}", f"--out_dir={tmp_path}", "--max_iters=20",
-                   "--eval_interval=5", "--keep_checkpoints=2")
+    args = [*TINY, f"--dataset={tiny_data}", f"--out_dir={tmp_path}", "--eval_interval=5", "--keep_checkpoints=2"]
+    r = run_here("train.py", *args, "--max_iters=20")
     assert r.returncode == 0, r.stderr
     assert sorted(p.name for p in tmp_path.glob("ckpt*.pt")) == ["ckpt-00000015.pt", "ckpt-00000020.pt", "ckpt.pt"]
     kept = torch.load(tmp_path / "ckpt-00000015.pt", map_location="cpu", weights_only=True)
     assert kept["iter_num"] == 15
     assert (tmp_path / "ckpt-00000020.pt").read_bytes() == (tmp_path / "ckpt.pt").read_bytes()
+    # back to iter 15 and on to 18: only this line of runs' copies count, not ckpt-00000020.pt, which sorts last
+    shutil.copyfile(tmp_path / "ckpt-00000015.pt", tmp_path / "ckpt.pt")
+    r = run_here("train.py", *args, "--max_iters=18", "--init_from=resume")
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in tmp_path.glob("ckpt-*.pt")) == ["ckpt-00000015.pt", "ckpt-00000018.pt",
+                                                                 "ckpt-00000020.pt"]
+
+
+def test_one_run_per_out_dir(tiny_data, tmp_path, run_here):
+    """A live run holds its out_dir (here a process that took the lock as train.py does): another is refused,
+    naming it. Killed with SIGKILL, it leaves no stale lock: the kernel dropped it, and a new run starts."""
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time, checkpoints; checkpoints.lock_out_dir("
+                               "sys.argv[1]); print('locked', flush=True); time.sleep(120)", str(tmp_path)],
+                              cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "locked\n"
+        args = [*TINY, f"--dataset={tiny_data}", f"--out_dir={tmp_path}", "--max_iters=0", "--eval_iters=1"]
+        r = run_here("train.py", *args)
+        one_sentence_error(r, f"out_dir='{tmp_path}' is in use by another train.py run (process {holder.pid})")
+        assert not list(tmp_path.glob("*.pt"))
+    finally:
+        holder.kill()
+        holder.wait()
+    assert holder.returncode == -signal.SIGKILL
+    r = run_here("train.py", *args)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "train.lock").read_text() == f"{os.getpid()}\n"  # in this process: run_here
+
+
+def test_overwrite_starts_over(trained, tiny_data, tmp_path, run_here):
+    """--overwrite=True deletes the earlier run's files (its kept copies and eval.json too, which the new run would
+    not rewrite); without it, a folder holding only metrics.jsonl and loss.png (no checkpoint yet) is no run."""
+    run = copy_run(trained, tmp_path)
+    (run / "ckpt-00000030.pt").write_bytes(b"a kept copy")
+    (run / "eval.json").write_text("[]")
+    args = [*TINY, f"--dataset={tiny_data}", f"--out_dir={run}", "--eval_iters=1", "--max_iters=2", "--eval_interval=2"]
+    r = run_here("train.py", *args, "--overwrite=True")
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in run.iterdir()) == ["best.pt", "ckpt.pt", "loss.png", "metrics.jsonl", "train.lock"]
+    assert torch.load(run / "ckpt.pt", weights_only=True)["iter_num"] == 2
+    assert [row["iter"] for row in metrics(run) if row["val_loss"] is not None] == [0, 2]
+    for name in ("ckpt.pt", "best.pt"):
+        (run / name).unlink()
+    r = run_here("train.py", *args)
+    assert r.returncode == 0, r.stderr
 
 
 # -----------------------------------------------------------------------------
@@ -198,29 +243,29 @@ def case_block_size_larger_than_checkpoint(c):
 
 
 def case_missing_data(c):
-    return ["train.py", *TINY, "--dataset=tinystories_no_such_name"], \
+    return ["train.py", *c.tiny, "--dataset=tinystories_no_such_name"], \
         ["has no", "train.bin", "data/<name>/prepare.py --out-dir DIR"]
 
 
 def case_missing_data_known_dataset(c):
-    return ["train.py", *TINY, f"--dataset={c.tmp_path / 'openwebtext'}"], \
+    return ["train.py", *c.tiny, f"--dataset={c.tmp_path / 'openwebtext'}"], \
         ["train.bin", "`python data/openwebtext/prepare.py --sample`"]
 
 
 def case_empty_data_file(c):
     d = data_dir(c.tmp_path, b"")
-    return ["train.py", *TINY, f"--dataset={d}"], ["holds 0 tokens"]
+    return ["train.py", *c.tiny, f"--dataset={d}"], ["holds 0 tokens"]
 
 
 def case_data_not_uint16(c):
     d = data_dir(c.tmp_path, b"\x01\x02\x03")
-    return ["train.py", *TINY, f"--dataset={d}"], ["odd number of bytes", "not a file of uint16 tokens"]
+    return ["train.py", *c.tiny, f"--dataset={d}"], ["odd number of bytes", "not a file of uint16 tokens"]
 
 
 def case_data_from_another_tokenizer(c):
     d = data_dir(c.tmp_path, np.array([5, 300, 7] * 100, dtype=np.uint16).tobytes(), char_meta(65))
-    return ["train.py", *TINY, f"--dataset={d}", "--max_iters=2"], ["holds token id 300", "the model's vocabulary has 128 entries",
-                                                    "different tokenizers"]
+    return ["train.py", *c.tiny, f"--dataset={d}", "--max_iters=2"], \
+        ["holds token id 300", "the model's vocabulary has 128 entries", "different tokenizers"]
 
 
 def case_no_checkpoint(c):
@@ -274,6 +319,53 @@ def case_sample_vocab_mismatch(c):
     return ["sample.py", f"--out_dir={run}", "--device=cpu"], ["vocabulary of 128", "has 60", "do not belong"]
 
 
+def case_fresh_run_into_a_used_out_dir(c):
+    run = copy_run(c.trained, c.tmp_path)
+    best = torch.load(run / "ckpt.pt", map_location="cpu", weights_only=True)["best_val_loss"]
+    return ["train.py", *c.tiny, f"--out_dir={run}", "--max_iters=40"], \
+        [f"holds another run (ckpt.pt at iter 30, best val loss {best:.4f})", "--init_from=resume", "--overwrite=True"]
+
+
+def case_overwrite_with_resume(c):
+    return ["train.py", *c.tiny, f"--out_dir={c.tmp_path}", "--init_from=resume", "--overwrite=True"], \
+        ["overwrite=True", "init_from='resume'"]
+
+
+def arc_file(c, *questions):
+    """ARC-Easy examples in the hub's layout, one per question, in a jsonl file. eval.py indexes lm-eval's tasks
+    once per process (~5 s); run in this process, it gets the index of the imported eval module's."""
+    import eval as ev
+    index = ev._task_manager()
+    c.monkeypatch.setattr("lm_eval.tasks.TaskManager", lambda *args, **kwargs: index)
+    path = c.tmp_path / "arc.jsonl"
+    path.write_text("".join(json.dumps({"id": f"q{i}", "question": q, "answerKey": "A", "choices": {
+        "text": ["a rock", "the sun"], "label": ["A", "B"]}}) + "\n" for i, q in enumerate(questions)))
+    return path
+
+
+def case_char_model_on_unencodable_task(c):
+    run = copy_run(c.trained, c.tmp_path)  # TinyStories' characters: no '%' or '+'
+    arc = arc_file(c, "Is half% of ten five?", "Which is bright?", "Is one+one two?")
+    return ["eval.py", f"--out_dir={run}", "--tasks=arc_easy", f"--arc_easy_file={arc}", "--num_fewshot=0"], \
+        ["arc_easy: 2 of 3 examples hold characters", "('%+')", "--encodable_only=True"]
+
+
+def case_too_few_fewshot_examples(c):
+    run = copy_run(c.trained, c.tmp_path)
+    arc = arc_file(c, "Which is bright?", "What is hard?")
+    return ["eval.py", f"--out_dir={run}", "--tasks=arc_easy", f"--arc_easy_file={arc}"], \
+        ["arc_easy asks for 25 few-shot examples", "holds 2", "--num_fewshot"]
+
+
+def case_eval_tokenizer_not_found(c):
+    run = copy_run(c.trained, c.tmp_path)
+    ckpt = torch.load(run / "best.pt", map_location="cpu", weights_only=True)
+    ckpt["config"]["dataset"] = str(c.tmp_path / "moved_away")  # the char dataset's folder is not here
+    torch.save(ckpt, run / "best.pt")
+    return ["eval.py", f"--out_dir={run}", "--device=cpu"], \
+        ["vocabulary of 128 tokens, not GPT-2's", "meta.json of its dataset", "is not in", "prepare that dataset"]
+
+
 def case_cuda_without_gpu(c):
     if torch.cuda.is_available():
         pytest.skip("needs a machine without CUDA")
@@ -316,7 +408,8 @@ CASES = {name.removeprefix("case_"): f for name, f in globals().items() if name.
 class Context:
     def __init__(self, trained, tiny_data, tmp_path, monkeypatch=None):
         self.trained, self.tiny_data, self.tmp_path, self.monkeypatch = trained, tiny_data, tmp_path, monkeypatch
-        self.tiny = [*TINY, f"--dataset={tiny_data}"]
+        # an out_dir of the test's own, not the repo's out/ (a case that names one overrides it: the last wins)
+        self.tiny = [*TINY, f"--dataset={tiny_data}", f"--out_dir={tmp_path / 'out'}"]
 
 
 def snapshot(folder):

@@ -174,12 +174,12 @@ def test_ddp_two_processes_and_wandb(tiny_data, tmp_path, run_script, run_here, 
                    f"--out_dir={out}", "--wandb_log=True", WANDB_MODE="offline", WANDB_DIR=str(wandb_dir))
     assert r.returncode == 0, r.stderr
     # rank 0 alone writes and reports: one metrics line per log/eval step, one log line per iteration
-    assert sorted(p.name for p in out.iterdir()) == ["best.pt", "ckpt.pt", "loss.png", "metrics.jsonl"]
+    assert sorted(p.name for p in out.iterdir()) == ["best.pt", "ckpt.pt", "loss.png", "metrics.jsonl", "train.lock"]
     rows = metrics(out)
     assert [r["iter"] for r in rows if r["val_loss"] is None] == list(range(8))
     assert [r["iter"] for r in rows if r["val_loss"] is not None] == [0, 4, 8]
     assert r.stdout.count("iter 0: loss") == 1 and r.stdout.count("step 8:") == 1
-    assert r.stdout.count("saving checkpoint") == 2
+    assert r.stdout.count("saving checkpoint") == 3  # best.pt at iter 0, both at 4, ckpt.pt at 8
     assert "tokens per iteration will be: 256" in r.stdout  # 4 x 32 tokens x 1 micro-step x 2 processes
     ckpt = torch.load(out / "ckpt.pt", map_location="cpu", weights_only=True)
     assert len(ckpt["rng"]) == 2 and not torch.equal(ckpt["rng"][0]["data"], ckpt["rng"][1]["data"])

@@ -13,4 +13,5 @@ import dataprep
 if __name__ == "__main__":
     # the hub has only a train split: hold out 0.05% of the documents for val, as nanoGPT does
     dataprep.main(name="openwebtext", hub="Skylion007/openwebtext", hub_val_fraction=0.0005,
-                  sample_docs=1000, out_dir=Path(__file__).parent)
+                  sample_docs=1000, out_dir=Path(__file__).parent,
+                  hub_rows={"train": 8_013_769})  # the full dataset (its dataset card)

@@ -1,0 +1,227 @@
+"""A run's files in one place: where train.py writes its checkpoints and how, how sample.py, eval.py and bench/ read
+them back (safely, with one sentence when they cannot), and the guard that keeps one run per out_dir.
+
+out_dir holds one run: ckpt.pt (the latest state, what --init_from=resume reads), best.pt (the weights of the best
+val loss so far, what sample.py and eval.py read), ckpt-<iter>.pt (keep_checkpoints), metrics.jsonl, loss.png and
+eval.json; train.lock is held by the process training into it.
+"""
+import contextlib
+import fcntl
+import glob
+import os
+import pickle
+import re
+
+import torch
+
+from model import GPT, SPLITTINGS
+from tokenizer import GPT2_VOCAB_SIZE, get_codec, read_meta
+
+REPO = os.path.dirname(os.path.abspath(__file__))
+RUN_FILES = ('ckpt.pt', 'best.pt', 'ckpt-*.pt', 'metrics.jsonl', 'loss.png', 'eval.json')
+LOCK_FILE = 'train.lock'
+
+
+class CheckpointError(Exception):
+    """What is wrong with a checkpoint or an out_dir, and what to do, in one sentence."""
+
+
+def first_line(e):
+    return f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}"
+
+
+# -----------------------------------------------------------------------------
+# writing
+
+def write_atomically(obj, path):
+    """torch.save to path.tmp, flushed, fsynced and renamed over path, so a crash never leaves a damaged file."""
+    tmp_path = path + '.tmp'
+    try:
+        with open(tmp_path, 'wb') as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_path, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp_path)
+        raise
+
+
+# -----------------------------------------------------------------------------
+# reading
+
+def checkpoint_path(out_dir, which='best'):
+    """The checkpoint in out_dir that sample.py and eval.py read: which='best' reads best.pt when there is one, else
+    ckpt.pt (a nanoGPT run); which='latest' reads ckpt.pt."""
+    if which not in ('best', 'latest'):
+        raise CheckpointError(f"checkpoint='{which}' is not one of 'best', 'latest'.")
+    best = os.path.join(out_dir, 'best.pt')
+    return best if which == 'best' and os.path.exists(best) else os.path.join(out_dir, 'ckpt.pt')
+
+
+def read_checkpoint(path, purpose='load', mmap=False):
+    """The checkpoint dict in path, tensors and plain data only (weights_only: unpickling anything else could run
+    code). purpose completes "could not ... path" in the error; mmap reads tensors only when they are used."""
+    if not os.path.exists(path):
+        raise CheckpointError(f"no checkpoint at {path}: train one with train.py first, or point --out_dir at its "
+                              f"folder.")
+    try:
+        return torch.load(path, map_location='cpu', weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as e:
+        unsafe = re.search(r"GLOBAL (\S+)", str(e))
+        if unsafe:
+            raise CheckpointError(f"{path} holds a pickled Python object that is not a tensor or plain data "
+                                  f"({unsafe.group(1)}); it is refused, as loading it could run code: use only "
+                                  f"checkpoints written by train.py or nanoGPT.") from None
+        raise damaged(path, purpose, e) from None
+    except Exception as e:
+        raise damaged(path, purpose, e) from None
+
+
+def damaged(path, purpose, e):
+    return CheckpointError(f"could not {purpose} {path} ({first_line(e)}); it is damaged or was not written by "
+                           f"train.py or nanoGPT.")
+
+
+def current_name(key, splitting):
+    """A weight's name in this version of model.py. Compiled and DDP models saved theirs with _orig_mod. and
+    module. prefixes; before substeps were modules (checkpoints until 2026-11-29) the scalars were attributes of the
+    block (h.0.attn_mu, h.0.euler_mlp_gamma) and LN_v a dict (h.0.ln_v.attn.weight)."""
+    key = key.removeprefix('_orig_mod.').removeprefix('module.')
+    old = re.fullmatch(r'(transformer\.h\.\d+\.)(?:ln_v\.(\w+)\.(weight|bias)|(\w+?)_(?:(attn|mlp)_)?(mu|beta|gamma))', key)
+    if not old:
+        return key
+    layer, ln_step, ln_weight, step, oracle, scalar = old.groups()
+    if ln_step:
+        return f"{layer}substeps.{ln_step}.ln_v.{ln_weight}"
+    if scalar == "gamma":  # one gamma per oracle call; a substep that calls one oracle named it <step>_gamma
+        return f"{layer}substeps.{step}.gamma.{oracle or next(iter(SPLITTINGS[splitting][step]))}"
+    return f"{layer}substeps.{step}.{scalar}"
+
+
+def model_from_checkpoint(checkpoint, **changes):
+    """The GPT of a checkpoint dict, ours (of any version) or nanoGPT's; changes (e.g. dropout) override its
+    model_args."""
+    model_args = {**checkpoint['model_args'], **changes}
+    splitting = model_args.get('splitting', 'lie_trotter')
+    state_dict = {current_name(k, splitting): v for k, v in checkpoint['model'].items()}
+    # nanoGPT's causal-mask buffer (torch without flash attention) is not a weight
+    state_dict = {k: v for k, v in state_dict.items() if not re.fullmatch(r'transformer\.h\.\d+\.attn\.bias', k)}
+    return GPT.from_checkpoint({'model_args': model_args, 'model': state_dict})
+
+
+def load_model(path, which='best', hub=False, **changes):
+    """What the user named -> (model, checkpoint dict, the file read): an out_dir (its best.pt, or ckpt.pt: see
+    checkpoint_path), a checkpoint file, or a model in Hugging Face format (a folder with a config.json; with hub,
+    as init_from takes names, also a Hub id or 'gpt2', ...: convert.py reads it, and the dict is {'hf': path}).
+    The one way sample.py, eval.py and train.py's init_from get a model; changes (e.g. dropout) override its
+    settings; errors: CheckpointError."""
+    if os.path.isfile(os.path.join(path, 'config.json')) or (hub and not os.path.exists(path)):
+        from convert import ConvertError, load_hf
+        try:
+            return load_hf(path, changes), {'hf': path}, path
+        except ConvertError as e:
+            raise CheckpointError(str(e)) from None
+    file = path if os.path.isfile(path) else checkpoint_path(path, which)
+    checkpoint = read_checkpoint(file)
+    try:
+        model = model_from_checkpoint(checkpoint, **changes)
+    except Exception as e:  # weights that do not fit the model_args, keys missing, ...
+        raise damaged(file, 'load a model from', e) from None
+    return model, checkpoint, file
+
+
+def tokenizer_of(checkpoint, model, file):
+    """(encode, decode, end-of-document id) of the dataset the model was trained on (its meta.json; GPT-2 BPE when
+    there is none, as nanoGPT), checked against the model's vocabulary, which train.py pads up to a multiple of 64.
+    A model in Hugging Face format comes with its own tokenizer, in its folder."""
+    if 'hf' in checkpoint:
+        from convert import ConvertError, hf_codec
+        try:
+            return hf_codec(checkpoint['hf'])
+        except ConvertError as e:
+            raise CheckpointError(str(e)) from None
+    dataset = checkpoint.get('config', {}).get('dataset', '')
+    data_dir = dataset if os.path.isdir(dataset) else os.path.join(REPO, 'data', dataset)
+    meta = read_meta(data_dir) if dataset else {}
+    vocab = meta.get('vocab_size', GPT2_VOCAB_SIZE)
+    if not vocab <= model.config.vocab_size < vocab + 64:
+        if dataset and not meta:
+            raise CheckpointError(f"the model in {file} has a vocabulary of {model.config.vocab_size} tokens, not "
+                                  f"GPT-2's, and its tokenizer, the meta.json of its dataset '{dataset}', is not in "
+                                  f"{data_dir}: prepare that dataset here, or copy its folder (meta.json is enough).")
+        raise CheckpointError(f"the model has a vocabulary of {model.config.vocab_size} tokens but its tokenizer "
+                              f"({os.path.join(data_dir, 'meta.json') if meta else 'GPT-2 BPE'}) has {vocab}; they "
+                              f"do not belong together: prepare the dataset the model was trained on, or pick the "
+                              f"matching --out_dir.")
+    encode, decode = get_codec(data_dir)
+    return encode, decode, 0 if meta.get('tokenizer') == 'char' else 50256  # char: id 0 ends a document
+
+
+# -----------------------------------------------------------------------------
+# one run per out_dir
+
+_lock = None  # the lock file this process holds open: the kernel releases it when the process ends, however
+
+
+def lock_out_dir(out_dir):
+    """Hold out_dir's train.lock (flock) for the rest of this process, or say which process holds it. Returns a
+    note when the filesystem cannot lock (some network ones): the run goes on unguarded."""
+    global _lock
+    unlock_out_dir()
+    f = open(os.path.join(out_dir, LOCK_FILE), 'a+')
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip()
+        f.close()
+        raise CheckpointError(f"out_dir='{out_dir}' is in use by another train.py run (process "
+                              f"{holder or 'unknown'}); wait for it to end, stop it, or choose another --out_dir.")
+    except OSError as e:
+        f.close()
+        return f"note: cannot lock {out_dir} ({e.strerror or e}), so nothing stops a second run from training into it"
+    f.seek(0)
+    f.truncate()
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+    _lock = f
+    return None
+
+
+def unlock_out_dir():
+    """Let go of this process's out_dir lock (what the end of the process does; tests run train.py in-process)."""
+    global _lock
+    if _lock is not None:
+        _lock.close()
+        _lock = None
+
+
+def run_files(out_dir):
+    return sorted(p for pattern in RUN_FILES for p in glob.glob(os.path.join(glob.escape(out_dir), pattern)))
+
+
+def check_fresh_out_dir(out_dir, overwrite):
+    """Before a new run (not a resume) trains into out_dir. A run is there when it holds a checkpoint or eval.json:
+    that is refused, or with overwrite its files are deleted first. metrics.jsonl and loss.png alone (a run stopped
+    before its first checkpoint: nothing to resume) are simply replaced."""
+    files = run_files(out_dir)
+    if overwrite:
+        for path in files:
+            os.remove(path)
+        return
+    names = [os.path.basename(p) for p in files]
+    if not [n for n in names if n.endswith('.pt') or n == 'eval.json']:
+        return
+    what = ', '.join(names)
+    ckpt_path = os.path.join(out_dir, 'ckpt.pt')
+    if os.path.exists(ckpt_path):
+        try:
+            ckpt = read_checkpoint(ckpt_path, mmap=True)  # not its 1.5 GB of tensors
+            what = f"ckpt.pt at iter {ckpt['iter_num']}, best val loss {ckpt['best_val_loss']:.4f}"
+        except (CheckpointError, KeyError, TypeError):
+            what = "an unreadable ckpt.pt"
+    raise CheckpointError(f"out_dir='{out_dir}' holds another run ({what}): continue it with --init_from=resume, "
+                          f"start over with --overwrite=True (deletes its {', '.join(sorted(set(names)))}), or "
+                          f"choose another --out_dir.")
