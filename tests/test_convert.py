@@ -116,7 +116,7 @@ def test_lm_eval_hf_backend_scores_as_eval_py(trained, tmp_path, run_here):
     (tmp_path / "ours").mkdir()
     ours = ev.run_downstream(lm, str(tmp_path / "ours"), list(files), files=files, num_fewshot=num_fewshot)
     hflm = HFLM(pretrained=str(hf_dir), trust_remote_code=True, device="cpu", batch_size=1)
-    task_manager = ev._task_manager()
+    task_manager = ev._task_manager(tuple(files))
     for record in ours:
         task = record["task"]
         out_hf = lm_eval.simple_evaluate(hflm, tasks=[ev.task_spec(task_manager, task, files[task])],

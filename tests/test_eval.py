@@ -382,6 +382,10 @@ def test_cli_bad_inputs(tmp_path, capsys, monkeypatch, args, words):
     for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    # a task not found in its folder makes eval.py index all of lm-eval's (~9 s): here the hellaswag folder stands in
+    tasks_dir = Path(lm_eval.tasks.__file__).parent
+    monkeypatch.setattr("lm_eval.tasks.TaskManager", lambda include_defaults=True, include_path=None: TaskManager(
+        include_defaults=False, include_path=include_path or [tasks_dir / "hellaswag"]))
     with pytest.raises(SystemExit) as exit:
         ev.main([a.format(tmp=tmp_path) for a in args])
     assert exit.value.code == 1

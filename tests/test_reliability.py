@@ -333,10 +333,7 @@ def case_overwrite_with_resume(c):
 
 def arc_file(c, *questions):
     """ARC-Easy examples in the hub's layout, one per question, in a jsonl file. eval.py indexes lm-eval's tasks
-    once per process (~5 s); run in this process, it gets the index of the imported eval module's."""
-    import eval as ev
-    index = ev._task_manager()
-    c.monkeypatch.setattr("lm_eval.tasks.TaskManager", lambda *args, **kwargs: index)
+    once per process and set of tasks; arc_easy's alone takes milliseconds."""
     path = c.tmp_path / "arc.jsonl"
     path.write_text("".join(json.dumps({"id": f"q{i}", "question": q, "answerKey": "A", "choices": {
         "text": ["a rock", "the sun"], "label": ["A", "B"]}}) + "\n" for i, q in enumerate(questions)))
