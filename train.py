@@ -57,6 +57,7 @@ defaults = dict(
     keep_checkpoints=0,
     max_bad_steps=5,  # a step with a non-finite loss or gradient is skipped; this many in a row stop the run
     debug=False,  # print the Python traceback behind an error message
+    plot=True,  # draw out_dir/loss.png at the end of the run (plot.py; about a second)
     # 'scratch' | 'resume' (from out_dir/ckpt.pt, the latest state) | weights to fine-tune: another run's out_dir
     # (its best.pt), a Hugging Face folder or Hub id (convert.py --to=hf), 'gpt2', 'gpt2-medium', ...
     init_from='scratch',
@@ -691,9 +692,10 @@ if master_process:
           f"wall time {time.time() - t_start:.1f}s, {run_tokens / max(train_time, 1e-9):,.0f} tokens/s (training)"
           + (f", peak CUDA memory {torch.cuda.max_memory_allocated(device) / 2 ** 30:.2f} GiB" if device_type == 'cuda'
              else ""))
-    from plot import plot_runs
-    plot_runs([out_dir], os.path.join(out_dir, 'loss.png'),
-              labels=[f"{model_args['residual']}/{model_args['splitting']}"])
+    if plot:
+        from plot import plot_runs
+        plot_runs([out_dir], os.path.join(out_dir, 'loss.png'),
+                  labels=[f"{model_args['residual']}/{model_args['splitting']}"])
     if eval_downstream:
         # lm-eval on the best-val checkpoint (best.pt), as the paper; the same path as `python eval.py --out_dir=...`
         from eval import EvalError, load_model, run_downstream

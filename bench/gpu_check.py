@@ -130,7 +130,7 @@ def train(variant, nproc):
             f'--max_iters={max_iters}', f'--eval_interval={max_iters}', '--eval_iters=10', '--log_interval=1',
             f'--warmup_iters={max_iters // 10}', f'--lr_decay_iters={max_iters}', f'--dtype={dtype}',
             f'--compile={compile}', f'--device={device}', f'--dataset={data_dir}', f'--out_dir={out_dir}',
-            f'--peak_flops={peak_flops}', '--always_save_checkpoint=False']
+            f'--peak_flops={peak_flops}', '--always_save_checkpoint=False', '--plot=False']
     t_start = time.time()
     r = subprocess.run([*launcher, os.path.join(ROOT, 'train.py'), *args], cwd=ROOT, env=env, capture_output=True,
                        text=True)

@@ -22,7 +22,8 @@ torch.set_num_threads(1)
 # a tiny model and schedule for train.py runs in tests
 TINY = ["--n_layer=2", "--n_head=2", "--n_embd=32", "--block_size=32", "--batch_size=4",
         "--gradient_accumulation_steps=2", "--eval_iters=4", "--log_interval=1", "--learning_rate=1e-2",
-        "--warmup_iters=5", "--lr_decay_iters=30", "--min_lr=1e-3", "--device=cpu"]
+        "--warmup_iters=5", "--lr_decay_iters=30", "--min_lr=1e-3", "--device=cpu",
+        "--plot=False"]  # loss.png costs ~1 s a run; the tests that check it say --plot=True
 
 
 def _run(*args, timeout=300, **env):
@@ -116,7 +117,7 @@ def trained(tiny_data, bpe_data, tmp_path_factory):
         if (residual, bpe) not in runs:
             out = tmp_path_factory.mktemp(f"run-{residual}-{'bpe' if bpe else 'char'}")
             r = _run_here("train.py", *TINY, f"--dataset={bpe_data if bpe else tiny_data}", f"--out_dir={out}",
-                          f"--residual={residual}", "--max_iters=30", "--eval_interval=15")
+                          f"--residual={residual}", "--max_iters=30", "--eval_interval=15", "--plot=True")
             assert r.returncode == 0, r.stderr
             runs[residual, bpe] = out, r.stdout
         return runs[residual, bpe]

@@ -167,7 +167,7 @@ def test_ddp_two_processes_and_wandb(tiny_data, tmp_path, run_script, run_here, 
     run. With the epoch data order, 2 ranks x 1 micro-batch see the same windows per iteration as 1 process x 2,
     so they train like it."""
     common = [*TINY, f"--dataset={tiny_data}", "--residual=nesterov", "--data_order=epoch", "--max_iters=8",
-              "--eval_interval=4", "--gradient_accumulation_steps=2"]
+              "--eval_interval=4", "--gradient_accumulation_steps=2", "--plot=True"]
     out, wandb_dir = tmp_path / "ddp", tmp_path / "wandb"
     wandb_dir.mkdir()
     r = run_script("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py", *common,
