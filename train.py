@@ -130,9 +130,11 @@ def fail(msg):
         if debug and sys.exc_info()[0] is not None:
             traceback.print_exc()
         print(f"error: {msg}", file=sys.stderr)
-        if os.environ.get('TORCHELASTIC_ERROR_FILE'):  # torchrun then shows it in its failure report, not <N/A>
-            with contextlib.suppress(OSError), open(os.environ['TORCHELASTIC_ERROR_FILE'], 'w') as f:
-                json.dump({'message': f"error: {msg}", 'timestamp': int(time.time())}, f)
+    # torchrun then shows it in its failure report, not <N/A>. Every rank writes it (they stop on the same sentence):
+    # the report's root cause is whichever rank the agent saw fail first, not always rank 0
+    if os.environ.get('TORCHELASTIC_ERROR_FILE'):
+        with contextlib.suppress(OSError), open(os.environ['TORCHELASTIC_ERROR_FILE'], 'w') as f:
+            json.dump({'message': f"error: {msg}", 'timestamp': int(time.time())}, f)
     if dist.is_initialized():
         # end at once: tearing the process group down while the other ranks exit too can abort in gloo
         # ("terminate called without an active exception") below the message
