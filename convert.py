@@ -37,7 +37,8 @@ class ConvertError(Exception):
 
 
 def is_gpt2(config):
-    """Whether transformers' GPT2LMHeadModel computes this model: plain GPT, no options of ours switched on."""
+    """Whether transformers' GPT2LMHeadModel computes this model: plain GPT (untied_input too: GPT-2's untied
+    layout); the momentum variants and other splittings need our modeling file."""
     return config.residual == 'gd' and config.splitting == 'lie_trotter'
 
 
@@ -300,8 +301,8 @@ REPRODUCTION_TOP = {'tok_emb.weight': 'transformer.wte.weight', 'pos_emb.weight'
 
 
 def from_reproduction(state_dict, n_head, source='the state dict'):
-    """Our nesterov / lie_trotter GPT with the weights of the reproduction's YuriiFormer (its layout: module
-    docstring of REPRODUCTION_LAYER's names). Every size but the head count comes from the shapes."""
+    """Our nesterov / lie_trotter GPT with the weights of the reproduction's YuriiFormer (its names: REPRODUCTION_TOP
+    and REPRODUCTION_LAYER). Every size but the head count comes from the shapes."""
     state_dict = {k.removeprefix('_orig_mod.').removeprefix('module.'): v for k, v in state_dict.items()}
     missing = [k for k in REPRODUCTION_TOP if k not in state_dict]
     if missing:
