@@ -418,11 +418,13 @@ def seconds(mean, std):
 
 def markdown(grid, info, sweeps, analysis):
     s, meta = info["settings"], info["meta"]
+    per_model = any("warmup_iters" in keys for _, keys in GRIDS[grid]["models"])
+    warmup = "as each model sets it" if per_model else f"{s['warmup_iters']} steps"
     lines = [
         f"# `{grid}` grid: {info['config']} on {info['dataset']}",
         "",
         f"{s['max_iters']} steps of {s['tokens_per_iter']:,} tokens ({s['max_iters'] * s['tokens_per_iter']:,} tokens "
-        f"per run), warmup {s['warmup_iters']} steps, cosine decay to min_lr = a tenth of the learning rate; val loss "
+        f"per run), warmup {warmup}, cosine decay to min_lr = a tenth of the learning rate; val loss "
         f"in nats/token on the same {s['eval_windows']} windows of {s['block_size']} tokens for every run, every "
         f"{s['eval_interval']} steps. Dataset: {meta.get('tokenizer')} tokenizer, vocab {meta.get('vocab_size')}, "
         f"{meta.get('train_tokens', 0):,} train / {meta.get('val_tokens', 0):,} val tokens. Seeds set the "
