@@ -247,7 +247,7 @@ def load_hf(name, override_args=None):
                                         block_size=hf['n_positions'], vocab_size=hf['vocab_size'], bias=True)
     args = {k: v for k, v in args.items() if k in {f.name for f in fields(GPTConfig)}}
     args.update(override_args or {})
-    model = GPT(GPTConfig(**args))
+    config = GPTConfig(**args)
     if model_type == 'gpt2':
         state = {}
         for k, v in weights.items():
@@ -255,32 +255,27 @@ def load_hf(name, override_args=None):
                 continue
             k = k if k.startswith(('transformer.', 'lm_head.')) else 'transformer.' + k  # GPT2Model's names
             state[k] = v.t() if k.endswith(CONV1D) else v
-        if not model.config.bias:  # exported from a model without biases: they must all be zero
+        if not config.bias:  # exported from a model without biases: they must all be zero
             biases = [k for k in state if k.endswith('.bias')]
             if any(state[k].any() for k in biases):
                 raise ConvertError(f"{name}'s config says bias=False but it holds non-zero biases; it was not "
                                    f"written by convert.py from a bias-free model.")
             state = {k: v for k, v in state.items() if k not in biases}
-        if model.config.untied_input:  # GPT-2's untied layout: its wte is our input table, its lm_head our wte
+        if config.untied_input:  # GPT-2's untied layout: its wte is our input table, its lm_head our wte
             state['transformer.xte.weight'] = state.pop('transformer.wte.weight')
             state['transformer.wte.weight'] = state['lm_head.weight']
     else:
         state = {k.removeprefix('model.'): v for k, v in weights.items()}
     state.setdefault('lm_head.weight', state.get('transformer.wte.weight'))
-    _load_exactly(model, state, name)
-    return model
+    return _from_state(args, state, name)
 
 
-def _load_exactly(model, state, source):
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    found = {k: tuple(v.shape) for k, v in state.items() if v is not None}
-    if found != expected:
-        differ = [k for k in expected if k in found and found[k] != expected[k]]
-        example = next(iter(sorted(set(expected) ^ set(found)) + differ))
-        raise ConvertError(f"{source}'s weights do not fit the model its config describes "
-                           f"({len(set(expected) - set(found))} missing, {len(set(found) - set(expected))} unexpected, "
-                           f"{len(differ)} of another shape, e.g. {example}).")
-    model.load_state_dict(state)
+def _from_state(args, state, source):
+    """GPT.from_checkpoint over weights with our names, its sentence on weights that do not fit as a ConvertError."""
+    try:
+        return GPT.from_checkpoint({'model_args': args, 'model': state})
+    except ValueError as e:
+        raise ConvertError(f"{source}: {e}.") from None
 
 
 # -----------------------------------------------------------------------------
@@ -324,19 +319,15 @@ def from_reproduction(state_dict, n_head, source='the state dict'):
             if key not in state_dict:
                 raise ConvertError(f"{source} has no {key}: it does not fit the reproduction's layout.")
             tensor = state_dict[key]
-            state[f'transformer.h.{i}.{ours}'] = tensor.reshape(()) if theirs.endswith('_raw') else tensor
+            scalar = theirs.endswith('_raw') and tensor.numel() == 1  # saved as shape (1,) or ()
+            state[f'transformer.h.{i}.{ours}'] = tensor.reshape(()) if scalar else tensor
     unknown = set(state_dict) - set(REPRODUCTION_TOP) - {f'layers.{i}.{k}' for i in range(n_layer)
                                                           for k in REPRODUCTION_LAYER}
     if unknown:
         raise ConvertError(f"{source} holds weights this conversion does not place, e.g. {sorted(unknown)[0]}; "
                            f"it is not the reproduction's YuriiFormer (biases, another MLP?).")
     state['lm_head.weight'] = state['transformer.wte.weight']
-    model = GPT(config)
-    try:
-        _load_exactly(model, state, source)
-    except RuntimeError as e:  # a scalar with more than one element
-        raise ConvertError(f"{source} does not fit the reproduction's layout ({str(e).splitlines()[0][:200]}).")
-    return model
+    return _from_state(asdict(config), state, source)
 
 
 # -----------------------------------------------------------------------------

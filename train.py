@@ -700,10 +700,10 @@ if master_process:
                   labels=[f"{model_args['residual']}/{model_args['splitting']}"])
     if eval_downstream:
         # lm-eval on the best-val checkpoint (best.pt), as the paper; the same path as `python eval.py --out_dir=...`
-        from eval import EvalError, load_model, run_downstream
+        from eval import EvalError, load_model as load_scored, run_downstream  # a GPTAdapter, not checkpoints'
         print(f"downstream evaluation of {checkpoints.checkpoint_path(out_dir, 'best')}")
         try:
-            lm, best_iter = load_model(out_dir, device)
+            lm, best_iter = load_scored(out_dir, device)
             run_downstream(lm, out_dir, [t for t in downstream_tasks.split(',') if t], iter_num=best_iter,
                            limit=downstream_limit,
                            files={'hellaswag': hellaswag_file, 'arc_easy': arc_easy_file},
