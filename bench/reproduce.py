@@ -34,7 +34,8 @@ Estimated CPU time of a stage per grid, and hours of wall clock with --jobs=2 on
   wall    ~0.7 h              ~1.3 h              ~1.3 h              ~1.0 h              (~4.3 h in all)
   Each rate a sweep adds beyond its range costs one run more (char 3.2, owt/ts 5, width 1.2-10 min of CPU);
   Measured 2026-11-29/30 on a slower 2-core machine (AMD EPYC, ~1.35x the estimate's times): char 27 runs, 103.6
-  min of CPU, 53.3 min of wall clock (4.1-4.4 min of CPU a full run); ts 6.3-7.0 min of CPU a full run.
+  min of CPU, 53.3 min of wall clock (4.1-4.4 min of CPU a full run); ts 6.3-7.0 min of CPU a full run; owt 34
+  runs (one extension), 206 min of CPU, 104 min of wall clock.
   warmup: 3 runs, ~26 min of CPU, ~17 min of wall clock. Estimated from the single-rate grids' CPU time per run
   (results/single_lr/*.json, quiet machine: char 2.8-2.9 min, owt/ts 4.1-4.5) plus the denser evaluation (+0.3
   and +0.7 min), widths 64 and 256 at 0.35x and 3.2x width 128's step time (measured in one process at load 2.9).
