@@ -261,7 +261,8 @@ def plan(spec, lrs, max_iters, make_job, finished):
         candidates = [lr * 2.0 ** k for lr in lrs for k in range(-extensions, extensions + 1)]
         losses = {lr: record["final_val_loss"] for lr in candidates if (record := finished(sweep_job(lr)))}
         swept, best, edge = sweep_lrs(lrs, losses, extensions)
-        sweeps[name] = {"lrs": swept, "final_val_loss": {lr: losses.get(lr) for lr in swept}, "best_lr": best,
+        # a rate not run yet is absent (None means diverged: the tables must not say that of a run never made)
+        sweeps[name] = {"lrs": swept, "final_val_loss": {lr: losses[lr] for lr in swept if lr in losses}, "best_lr": best,
                         "edge": edge}
         for lr in swept:
             jobs.setdefault(("sweep", name, lr), sweep_job(lr))

@@ -210,7 +210,7 @@ def test_plan_stages_from_the_finished_runs():
 
     jobs, sweeps = plan()
     assert jobs == {("sweep", m, lr, 1, None) for m in ("gpt", "yuriiformer") for lr in (1e-3, 2e-3, 4e-3, 8e-3)}
-    assert sweeps["gpt"]["best_lr"] is None
+    assert sweeps["gpt"]["best_lr"] is None and sweeps["gpt"]["final_val_loss"] == {}  # not run is not diverged
     # GPT's best inside, YuriiFormer's at the low end: GPT's seeds, YuriiFormer one more rate
     losses.update({("gpt", lr, 1): v for lr, v in zip((1e-3, 2e-3, 4e-3, 8e-3), (2.0, 1.9, 1.95, 2.1))})
     losses.update({("yuriiformer", lr, 1): v for lr, v in zip((1e-3, 2e-3, 4e-3, 8e-3), (1.7, 1.8, 1.9, 2.0))})
