@@ -262,8 +262,8 @@ def plan(spec, lrs, max_iters, make_job, finished):
         losses = {lr: record["final_val_loss"] for lr in candidates if (record := finished(sweep_job(lr)))}
         swept, best, edge = sweep_lrs(lrs, losses, extensions)
         # a rate not run yet is absent (None means diverged: the tables must not say that of a run never made)
-        sweeps[name] = {"lrs": swept, "final_val_loss": {lr: losses[lr] for lr in swept if lr in losses}, "best_lr": best,
-                        "edge": edge}
+        sweeps[name] = {"lrs": swept, "final_val_loss": {lr: losses[lr] for lr in swept if lr in losses},
+                        "best_lr": best, "edge": edge}
         for lr in swept:
             jobs.setdefault(("sweep", name, lr), sweep_job(lr))
     for name, keys in spec["models"]:
