@@ -36,7 +36,8 @@ Estimated CPU time of a stage per grid, and hours of wall clock with --jobs=2 on
   Measured 2026-11-29/30 on a slower 2-core machine (AMD EPYC, ~1.35x the estimate's times): char 27 runs, 103.6
   min of CPU, 53.3 min of wall clock (4.1-4.4 min of CPU a full run); ts 6.3-7.0 min of CPU a full run; owt 34
   runs (one extension), 206 min of CPU, 104 min of wall clock.
-  warmup: 3 runs, ~26 min of CPU, ~17 min of wall clock. Estimated from the single-rate grids' CPU time per run
+  warmup: 9 runs (3 warmups x seeds 1-3), ~100 min of CPU (11.0-11.3 a run, measured), ~51 min of wall clock.
+  The table is estimated from the single-rate grids' CPU time per run
   (results/single_lr/*.json, quiet machine: char 2.8-2.9 min, owt/ts 4.1-4.5) plus the denser evaluation (+0.3
   and +0.7 min), widths 64 and 256 at 0.35x and 3.2x width 128's step time (measured in one process at load 2.9).
 
@@ -125,7 +126,7 @@ GRIDS = {
         config="config/tinystories_cpu_nesterov.py", prepare="python data/tinystories/prepare.py --sample",
         models=[(f"warmup{w}", {"warmup_iters": w}) for w in (30, 100, 200)],
         compare={"warmup100": ("warmup30",), "warmup200": ("warmup30",)},
-        lrs=(6e-3,), seeds=SEEDS[:1], extensions=0),
+        lrs=(6e-3,), seeds=SEEDS, extensions=0),
     "quick": dict(
         config="config/repro_quick.py",
         prepare="python data/tinystories/prepare.py --sample --tokenizer=char --out-dir data/tinystories_char",
