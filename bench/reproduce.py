@@ -35,7 +35,8 @@ Estimated CPU time of a stage per grid, and hours of wall clock with --jobs=2 on
   Each rate a sweep adds beyond its range costs one run more (char 3.2, owt/ts 5, width 1.2-10 min of CPU);
   Measured 2026-11-29/30 on a slower 2-core machine (AMD EPYC, ~1.35x the estimate's times): char 27 runs, 103.6
   min of CPU, 53.3 min of wall clock (4.1-4.4 min of CPU a full run); ts 6.3-7.0 min of CPU a full run; owt 34
-  runs (one extension), 206 min of CPU, 104 min of wall clock.
+  runs (one extension), 206 min of CPU, 104 min of wall clock; width 29 runs (5 extensions), 196 min of CPU,
+  ~1.7 h of wall clock (width 256: 13.2 min of CPU a run).
   warmup: 9 runs (3 warmups x seeds 1-3), ~100 min of CPU (11.0-11.3 a run, measured), ~51 min of wall clock.
   The table is estimated from the single-rate grids' CPU time per run
   (results/single_lr/*.json, quiet machine: char 2.8-2.9 min, owt/ts 4.1-4.5) plus the denser evaluation (+0.3
