@@ -10,8 +10,9 @@
 #   so the 800 steps take ~4.3 min (gd) and ~5 min (nesterov), plus ~15 s of evals; 2-3x longer while
 #   other jobs share the machine (both full runs below took 17-18 min side by side at load ~5).
 #   Val loss at step 800 (best = final; seed 1337, one run each): gd 4.200, nesterov 3.965 with LN_v's gain
-#   starting at 1 (the paper's); with the default 0.03 (2026-11-29): 3.490 (2 threads, fresh clone, 2,974 tok/s,
-#   4.9 min of training), 3.603 on one thread (the runs part between steps 20 and 100).
+#   starting at 1 (the paper's); with the default 0.03 (2026-11-29, warmup 30): 3.490 (2 threads, fresh clone,
+#   2,974 tok/s, 4.9 min of training), 3.603 on one thread (the runs part between steps 20 and 100). With warmup
+#   100 (2026-11-30, a slower machine, fresh clone, 2 threads): 3.388 at 2,009 tok/s, 7.3 min, no early spike.
 #   Samples (temperature 0.8) are simple, loosely joined English: "Once upon a time for a time there was a
 #   big ball. The two friends, "Mom too fast so much fun!" Timmy made it down to help?" (nesterov).
 
