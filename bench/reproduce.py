@@ -37,7 +37,7 @@ Estimated CPU time of a stage per grid, and hours of wall clock with --jobs=2 on
   min of CPU, 53.3 min of wall clock (4.1-4.4 min of CPU a full run); ts 6.3-7.0 min of CPU a full run; owt 34
   runs (one extension), 206 min of CPU, 104 min of wall clock; width 29 runs (5 extensions), 196 min of CPU,
   ~1.7 h of wall clock (width 256: 13.2 min of CPU a run).
-  warmup: 9 runs (3 warmups x seeds 1-3), ~100 min of CPU (11.0-11.3 a run, measured), ~51 min of wall clock.
+  warmup: 9 runs (3 warmups x seeds 1-3), 103 min of CPU (11.0-11.9 a run), ~53 min of wall clock, measured.
   The table is estimated from the single-rate grids' CPU time per run
   (results/single_lr/*.json, quiet machine: char 2.8-2.9 min, owt/ts 4.1-4.5) plus the denser evaluation (+0.3
   and +0.7 min), widths 64 and 256 at 0.35x and 3.2x width 128's step time (measured in one process at load 2.9).
