@@ -135,28 +135,34 @@ def load_model(path, which='best', hub=False, **changes):
 def tokenizer_of(checkpoint, model, file):
     """(encode, decode, end-of-document id) of the dataset the model was trained on (its meta.json; GPT-2 BPE when
     there is none, as nanoGPT), checked against the model's vocabulary, which train.py pads up to a multiple of 64.
-    A model in Hugging Face format comes with its own tokenizer, in its folder."""
+    A model in Hugging Face format comes with its own tokenizer, in its folder (read as data: convert.hf_codec)."""
     if 'hf' in checkpoint:
         from convert import ConvertError, hf_codec
         try:
-            return hf_codec(checkpoint['hf'])
+            encode, decode, eot, vocab = hf_codec(checkpoint['hf'])
         except ConvertError as e:
             raise CheckpointError(str(e)) from None
-    dataset = checkpoint.get('config', {}).get('dataset', '')
-    data_dir = dataset if os.path.isdir(dataset) else os.path.join(REPO, 'data', dataset)
-    meta = read_meta(data_dir) if dataset else {}
-    vocab = meta.get('vocab_size', GPT2_VOCAB_SIZE)
-    if not vocab <= model.config.vocab_size < vocab + 64:
-        if dataset and not meta:
+        source, fix = f"{file}'s tokenizer.json", "the folder is damaged, or its files come from two models"
+    else:
+        dataset = checkpoint.get('config', {}).get('dataset', '')
+        data_dir = dataset if os.path.isdir(dataset) else os.path.join(REPO, 'data', dataset)
+        meta = read_meta(data_dir) if dataset else {}
+        vocab = meta.get('vocab_size', GPT2_VOCAB_SIZE)
+        if dataset and not meta and not GPT2_VOCAB_SIZE <= model.config.vocab_size < GPT2_VOCAB_SIZE + 64:
             raise CheckpointError(f"the model in {file} has a vocabulary of {model.config.vocab_size} tokens, not "
                                   f"GPT-2's, and its tokenizer, the meta.json of its dataset '{dataset}', is not in "
                                   f"{data_dir}: prepare that dataset here, or copy its folder (meta.json is enough).")
+        source = os.path.join(data_dir, 'meta.json') if meta else 'GPT-2 BPE'
+        fix = "prepare the dataset the model was trained on, or pick the matching --out_dir"
+        try:
+            encode, decode = get_codec(data_dir)
+        except ValueError as e:  # a meta.json naming a tokenizer we do not have
+            raise CheckpointError(f"{e}; the dataset was not prepared by this repository's prepare.py.") from None
+        eot = 0 if meta.get('tokenizer') == 'char' else 50256  # char: id 0 ends a document
+    if not vocab <= model.config.vocab_size < vocab + 64:
         raise CheckpointError(f"the model has a vocabulary of {model.config.vocab_size} tokens but its tokenizer "
-                              f"({os.path.join(data_dir, 'meta.json') if meta else 'GPT-2 BPE'}) has {vocab}; they "
-                              f"do not belong together: prepare the dataset the model was trained on, or pick the "
-                              f"matching --out_dir.")
-    encode, decode = get_codec(data_dir)
-    return encode, decode, 0 if meta.get('tokenizer') == 'char' else 50256  # char: id 0 ends a document
+                              f"({source}) has {vocab}; they do not belong together: {fix}.")
+    return encode, decode, eot
 
 
 # -----------------------------------------------------------------------------

@@ -9,7 +9,8 @@ $ python convert.py --from=reproduction --state_dict=yuriiformer.pt --n_head=12 
 GPT (residual=gd, splitting=lie_trotter) becomes transformers' own GPT2LMHeadModel (bias=False gets zero biases,
 GELU is GPT-2's exact "gelu", not "gelu_new"); every other variant loads through hf/modeling_yuriiformer.py and
 model.py, copied into the folder (the Hub's auto_map route, trust_remote_code=True). Either loads back with
-GPT.from_pretrained(DIR) (train.py, sample.py and eval.py: --init_from=DIR), a path or a Hub id.
+GPT.from_pretrained(DIR) (train.py, sample.py and eval.py: --init_from=DIR), a path or a Hub id, which reads a
+folder as data only (config.json, safetensors, tokenizer.json): its .py files never run here, whoever wrote them.
 --from=reproduction writes OUT/best.pt, the weights as train.py writes them, for sample.py, eval.py and
 train.py --init_from=OUT.
 """
@@ -201,37 +202,69 @@ def hf_folder(name):
 
 
 def hf_codec(name):
-    """encode, decode and the end-of-text id of the tokenizer in name's folder (transformers' AutoTokenizer)."""
-    from transformers import AutoTokenizer
+    """encode, decode, the end-of-text id and the vocabulary size of the tokenizer in name's folder, read as data:
+    its tokenizer.json, through the tokenizers library. (transformers' AutoTokenizer would import the folder's .py
+    files when its config.json names them in auto_map, and a downloaded folder may hold any code.)"""
+    from tokenizers import Tokenizer
+    folder = hf_folder(name)
+    path = os.path.join(folder, 'tokenizer.json')
+    if not os.path.isfile(path):
+        raise ConvertError(f"{name} has no tokenizer.json, so its tokenizer cannot be read; a folder written by "
+                           f"convert.py --to=hf carries one, as do GPT-2's on the Hub.")
     try:
-        tok = AutoTokenizer.from_pretrained(hf_folder(name), trust_remote_code=True)
+        tok = Tokenizer.from_file(path)
+    except Exception as e:
+        raise ConvertError(f"{path} is not a tokenizer that the tokenizers library can read ({type(e).__name__}); "
+                           f"re-export the folder with convert.py --to=hf.") from None
+    eot = read_json(os.path.join(folder, 'config.json'), name).get('eos_token_id')
+    vocab = tok.get_vocab_size()
+    return (lambda text: tok.encode(text, add_special_tokens=False).ids,
+            lambda ids: tok.decode([i for i in ids if i < vocab], skip_special_tokens=False),  # past it: padding
+            eot if isinstance(eot, int) else tok.token_to_id(EOT), vocab)
+
+
+def read_json(path, name):
+    """A json file of a folder as a dict, or a sentence saying it is not one."""
+    try:
+        with open(path, encoding='utf-8') as f:
+            data = json.load(f)
     except (OSError, ValueError) as e:
-        raise ConvertError(f"{name} has no tokenizer that transformers can load ({type(e).__name__}); a folder "
-                           f"written by convert.py --to=hf carries one.") from None
-    return (lambda text: tok.encode(text, add_special_tokens=False),
-            lambda ids: tok.decode(ids), tok.eos_token_id)
+        raise ConvertError(f"{name}: {path} cannot be read as JSON ({type(e).__name__}); the folder is damaged or "
+                           f"not a Hugging Face model folder.") from None
+    if not isinstance(data, dict):
+        raise ConvertError(f"{name}: {path} is not a JSON object; the folder is damaged or not a Hugging Face model "
+                           f"folder.")
+    return data
 
 
 def read_hf(name):
-    """config.json and the weights of a folder (a path, or a Hub id fetched with huggingface_hub)."""
+    """config.json and the weights of a folder (a path, or a Hub id fetched with huggingface_hub): model.safetensors,
+    else the shards that model.safetensors.index.json names (the Hub's large models), as transformers reads them."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
     folder = hf_folder(name)
     config_path = os.path.join(folder, 'config.json')
     if not os.path.exists(config_path):
         raise ConvertError(f"{folder} has no config.json, so it is not a Hugging Face model folder.")
-    with open(config_path) as f:
-        hf = json.load(f)
+    hf = read_json(config_path, name)
+    shards = ['model.safetensors']
     index = os.path.join(folder, 'model.safetensors.index.json')
-    if os.path.exists(index):  # sharded, as the Hub stores large models
-        with open(index) as f:
-            shards = sorted(set(json.load(f)['weight_map'].values()))
-    else:
-        shards = ['model.safetensors']
-    if not all(os.path.exists(os.path.join(folder, s)) for s in shards):
-        raise ConvertError(f"{folder} has no model.safetensors (weights in another format are not read).")
+    if not os.path.exists(os.path.join(folder, shards[0])) and os.path.exists(index):
+        weight_map = read_json(index, name).get('weight_map')
+        shards = sorted({str(s) for s in weight_map.values()}) if isinstance(weight_map, dict) else []
+        if not shards or not all(os.path.basename(s) == s and s.endswith('.safetensors') for s in shards):
+            raise ConvertError(f"{index} must name .safetensors files of its own folder (it names "
+                               f"{shards[:2] or 'none'}); the folder is damaged.")
+    missing = [s for s in shards if not os.path.isfile(os.path.join(folder, s))]
+    if missing:
+        raise ConvertError(f"{folder} has no {missing[0]} (weights in another format are not read).")
     weights = {}
     for shard in shards:
-        weights.update(load_file(os.path.join(folder, shard)))
+        try:
+            weights.update(load_file(os.path.join(folder, shard)))
+        except (SafetensorError, OSError) as e:
+            raise ConvertError(f"could not read {os.path.join(folder, shard)} ({type(e).__name__}: "
+                               f"{(str(e).splitlines() or [''])[0][:200]}); the file is damaged.") from None
     return hf, weights
 
 
@@ -243,11 +276,16 @@ def load_hf(name, override_args=None):
     if model_type not in ('gpt2', 'yuriiformer'):
         raise ConvertError(f"{name} holds a '{model_type}' model; only GPT-2 folders and folders written by "
                            f"convert.py --to=hf can be read.")
-    args = hf.get('gpt_config') or dict(n_layer=hf['n_layer'], n_head=hf['n_head'], n_embd=hf['n_embd'],
-                                        block_size=hf['n_positions'], vocab_size=hf['vocab_size'], bias=True)
+    args = hf.get('gpt_config')
+    if not isinstance(args, dict):  # a GPT-2 folder not written by us: GPT-2's names, with biases
+        args = dict(n_layer=hf.get('n_layer'), n_head=hf.get('n_head'), n_embd=hf.get('n_embd'),
+                    block_size=hf.get('n_positions'), vocab_size=hf.get('vocab_size'), bias=True)
     args = {k: v for k, v in args.items() if k in {f.name for f in fields(GPTConfig)}}
     args.update(override_args or {})
-    config = GPTConfig(**args)
+    try:
+        config = GPTConfig(**args)
+    except ValueError as e:
+        raise ConvertError(f"{name}'s config.json does not describe a model that model.py builds: {e}") from None
     if model_type == 'gpt2':
         state = {}
         for k, v in weights.items():
@@ -262,8 +300,8 @@ def load_hf(name, override_args=None):
                                    f"written by convert.py from a bias-free model.")
             state = {k: v for k, v in state.items() if k not in biases}
         if config.untied_input:  # GPT-2's untied layout: its wte is our input table, its lm_head our wte
-            state['transformer.xte.weight'] = state.pop('transformer.wte.weight')
-            state['transformer.wte.weight'] = state['lm_head.weight']
+            state['transformer.xte.weight'] = state.pop('transformer.wte.weight', None)
+            state['transformer.wte.weight'] = state.get('lm_head.weight')
     else:
         state = {k.removeprefix('model.'): v for k, v in weights.items()}
     state.setdefault('lm_head.weight', state.get('transformer.wte.weight'))

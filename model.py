@@ -188,6 +188,13 @@ class GPTConfig:
     gamma_init: float = math.log(2)
 
     def __post_init__(self):
+        for f in fields(self):  # a config.json or checkpoint is data from anywhere: "12" is not 12
+            value = getattr(self, f.name)
+            if type(value) is not type(f.default) and not (type(f.default) is float and type(value) is int):
+                raise ValueError(f"{f.name}={value!r} must be a {type(f.default).__name__}.")
+        for key in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key}={getattr(self, key)} must be at least 1.")
         choices = {"residual": RESIDUALS, "splitting": tuple(SPLITTINGS), "v0": V0S}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
@@ -485,8 +492,27 @@ class GPT(nn.Module):
         """A model from a checkpoint dict whose weights carry this version's names (checkpoints.py maps older and
         nanoGPT's to them); model_args without our keys (nanoGPT's) default to plain GPT."""
         known = {f.name for f in fields(GPTConfig)}
-        model = cls(GPTConfig(**{k: v for k, v in checkpoint['model_args'].items() if k in known}))
+        config = GPTConfig(**{k: v for k, v in checkpoint['model_args'].items() if k in known})
         state_dict = checkpoint['model']
+        not_float = [k for k, v in state_dict.items() if not (isinstance(v, torch.Tensor) and v.is_floating_point())]
+        if not_float:
+            v = state_dict[not_float[0]]
+            raise ValueError(f"its weights must be floating-point tensors, but {not_float[0]} is "
+                             f"{v.dtype if isinstance(v, torch.Tensor) else type(v).__name__}")
+        # the sizes that set the model's memory, against the weights' shapes, before the model is built: a config
+        # that says 10^6 layers or a width of 10^6 is refused here, not by an out-of-memory error
+        sizes = {'transformer.wte.weight': (config.vocab_size, config.n_embd),
+                 'transformer.wpe.weight': (config.block_size, config.n_embd)}
+        for name, shape in sizes.items():
+            if name not in state_dict or tuple(state_dict[name].shape) != shape:
+                raise ValueError(f"its weights do not fit its model_args: {name} should be {shape} for vocab_size="
+                                 f"{config.vocab_size}, block_size={config.block_size}, n_embd={config.n_embd}, but is "
+                                 f"{tuple(state_dict[name].shape) if name in state_dict else 'missing'}")
+        layers = {int(m[1]) for k in state_dict if (m := re.match(r'transformer\.h\.(\d+)\.', k))}
+        if layers != set(range(config.n_layer)):
+            raise ValueError(f"its weights do not fit its model_args: n_layer={config.n_layer}, but the weights hold "
+                             f"{len(layers)} layers")
+        model = cls(config)
         expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
         found = {k: tuple(v.shape) for k, v in state_dict.items()}
         if found != expected:  # say what differs, not load_state_dict's page of key names
@@ -494,6 +520,9 @@ class GPT(nn.Module):
             raise ValueError(f"its weights do not fit its model_args ({len(set(expected) - set(found))} missing, "
                              f"{len(set(found) - set(expected))} unexpected, {len(differ)} of another shape, e.g. "
                              f"{next(iter(sorted(set(expected) ^ set(found)) + differ))})")
+        upcast = sorted({str(v.dtype) for v in state_dict.values() if v.dtype != torch.float32})
+        if upcast:
+            print(f"note: the weights are {', '.join(upcast)}; they are converted to float32")
         model.load_state_dict(state_dict)
         return model
 

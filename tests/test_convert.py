@@ -87,6 +87,9 @@ def test_convert_cli_on_a_character_level_run(trained, tiny_data, tmp_path, run_
     tokenizer = AutoTokenizer.from_pretrained(hf_dir)
     assert tokenizer(text)["input_ids"] == encode(text)
     assert tokenizer.decode(encode(text)) == text
+    ours_encode, ours_decode, eot, vocab = convert.hf_codec(str(hf_dir))  # what sample.py and eval.py read
+    assert ours_encode(text) == encode(text) and ours_decode(encode(text)) == text
+    assert eot == 0 and vocab == len(json.loads((tiny_data / "meta.json").read_text())["chars"])
     best = torch.load(out / "best.pt", weights_only=True)
     card = (hf_dir / "README.md").read_text()
     assert f"{best['best_val_loss']:.4f}" in card and f"trained: {best['iter_num']} iterations" in card
@@ -151,6 +154,35 @@ def test_train_fine_tunes_from_a_folder_or_a_run(trained, tiny_data, tmp_path, r
     r = run_here("train.py", *TINY, f"--dataset={tiny_data}", f"--out_dir={tmp_path / 'x'}",
                  f"--init_from={tmp_path / 'empty'}", "--max_iters=1")
     assert r.returncode == 1 and "init_from" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_code_in_a_model_folder_never_runs(trained, tiny_data, tmp_path, run_here):
+    """A downloaded folder is data: code planted in its modeling_yuriiformer.py and model.py (git clone and
+    huggingface-cli download bring them) runs through none of our scripts; transformers runs it when the user says
+    trust_remote_code=True, which shows that the plant works."""
+    from transformers import AutoModelForCausalLM
+    out, _ = trained("nesterov")
+    folder = tmp_path / "planted"  # a name of its own: transformers caches remote code by the folder's name
+    assert run_here("convert.py", "--to=hf", f"--out_dir={out}", f"--hf_dir={folder}").returncode == 0
+    ran = tmp_path / "ran"
+    for name in ("modeling_yuriiformer.py", "model.py"):
+        with open(folder / name, "a") as f:
+            f.write(f"\nopen({str(ran)!r}, 'a').write('{name}\\n')\n")
+    arc = write_jsonl(tmp_path / "arc.jsonl", [flat(r) for r in ARC_NESTED])
+    runs = {
+        "sample.py": ["sample.py", f"--init_from={folder}", "--num_samples=1", "--max_new_tokens=5", "--start=Once"],
+        "eval.py": ["eval.py", f"--init_from={folder}", f"--out_dir={tmp_path / 'eval'}", "--tasks=arc_easy",
+                    f"--arc_easy_file={arc}", "--num_fewshot=0"],
+        "train.py": ["train.py", *TINY, f"--dataset={tiny_data}", f"--out_dir={tmp_path / 'tuned'}",
+                     f"--init_from={folder}", "--max_iters=1", "--eval_interval=1"],
+        "convert.py": ["convert.py", "--to=hf", f"--out_dir={tmp_path / 'tuned'}", f"--hf_dir={tmp_path / 'again'}"],
+    }
+    for script, args in runs.items():
+        r = run_here(*args)
+        assert r.returncode == 0, (script, r.stderr)
+        assert not ran.exists(), f"{script} ran the folder's code"
+    AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True)
+    assert sorted(ran.read_text().split()) == ["model.py", "modeling_yuriiformer.py"]
 
 
 # -----------------------------------------------------------------------------
@@ -281,3 +313,6 @@ def test_gpt2_tokenizer_in_the_folder_is_gpt2s(tmp_path):
     tokenizer = AutoTokenizer.from_pretrained(tmp_path)
     assert tokenizer(text)["input_ids"] == get_gpt2_encoding().encode(text, allowed_special={"<|endoftext|>"})
     assert tokenizer.decode(tokenizer(text)["input_ids"]) == text
+    encode, decode, eot, vocab = convert.hf_codec(str(tmp_path))  # tokenizer.json read as data, as transformers
+    assert encode(text) == tokenizer(text)["input_ids"] and decode(encode(text) + [50300]) == text
+    assert (eot, vocab) == (50256, 50257)
