@@ -3,11 +3,12 @@ them back (safely, with one sentence when they cannot), and the guard that keeps
 
 out_dir holds one run: ckpt.pt (the latest state, what --init_from=resume reads), best.pt (the weights of the best
 val loss so far, what sample.py and eval.py read), ckpt-<iter>.pt (keep_checkpoints), metrics.jsonl, loss.png and
-eval.json; train.lock is held by the process training into it.
+eval.json; train.lock is held by the process training into it. These names (RUN_FILES) are all that --overwrite
+deletes: a user's own files in the folder (ckpt-final.pt, notes.txt) stay.
 """
 import contextlib
 import fcntl
-import glob
+import json
 import os
 import pickle
 import re
@@ -18,7 +19,10 @@ from model import GPT, SPLITTINGS
 from tokenizer import GPT2_VOCAB_SIZE, get_codec, read_meta
 
 REPO = os.path.dirname(os.path.abspath(__file__))
-RUN_FILES = ('ckpt.pt', 'best.pt', 'ckpt-*.pt', 'metrics.jsonl', 'loss.png', 'eval.json')
+# what train.py and eval.py write into an out_dir, with write_atomically's and eval.py's temporary files
+RUN_FILES = re.compile(r'(ckpt|best)\.pt(\.tmp)?|ckpt-\d+\.pt|metrics\.jsonl(\.tmp)?|loss\.png|'
+                       r'eval\.json(\.\d+\.tmp)?')
+KEPT_COPY = re.compile(r'ckpt-\d+\.pt')  # keep_checkpoints' copies, ckpt-<iter>.pt
 LOCK_FILE = 'train.lock'
 
 
@@ -205,21 +209,23 @@ def unlock_out_dir():
 
 
 def run_files(out_dir):
-    return sorted(p for pattern in RUN_FILES for p in glob.glob(os.path.join(glob.escape(out_dir), pattern)))
+    """The files of out_dir that a run of this repository wrote (RUN_FILES); a link among them is the link itself."""
+    names = os.listdir(out_dir) if os.path.isdir(out_dir) else []
+    paths = [os.path.join(out_dir, n) for n in sorted(names) if RUN_FILES.fullmatch(n)]
+    return [p for p in paths if os.path.islink(p) or os.path.isfile(p)]
 
 
 def check_fresh_out_dir(out_dir, overwrite):
-    """Before a new run (not a resume) trains into out_dir. A run is there when it holds a checkpoint or eval.json:
-    that is refused, or with overwrite its files are deleted first. metrics.jsonl and loss.png alone (a run stopped
+    """Before a new run (not a resume) trains into out_dir: the files to delete before it starts. A run is there when
+    out_dir holds a checkpoint or eval.json: that is refused, or with overwrite its files are returned, for
+    delete_run once every other check of the new run has passed. metrics.jsonl and loss.png alone (a run stopped
     before its first checkpoint: nothing to resume) are simply replaced."""
     files = run_files(out_dir)
     if overwrite:
-        for path in files:
-            os.remove(path)
-        return
+        return files
     names = [os.path.basename(p) for p in files]
-    if not [n for n in names if n.endswith('.pt') or n == 'eval.json']:
-        return
+    if not [n for n in names if n.endswith(('.pt', '.pt.tmp')) or n.startswith('eval.json')]:
+        return []
     what = ', '.join(names)
     ckpt_path = os.path.join(out_dir, 'ckpt.pt')
     if os.path.exists(ckpt_path):
@@ -231,3 +237,50 @@ def check_fresh_out_dir(out_dir, overwrite):
     raise CheckpointError(f"out_dir='{out_dir}' holds another run ({what}): continue it with --init_from=resume, "
                           f"start over with --overwrite=True (deletes its {', '.join(sorted(set(names)))}), or "
                           f"choose another --out_dir.")
+
+
+def delete_run(files):
+    """Delete an earlier run's files (check_fresh_out_dir's list); a link goes, not what it points to."""
+    for path in files:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
+
+
+def inside(path, folder):
+    """Whether path is folder or lies inside it, by real paths (links resolved)."""
+    path, folder = os.path.realpath(path), os.path.realpath(folder)
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+# -----------------------------------------------------------------------------
+# metrics.jsonl
+
+def read_metrics(path):
+    """The rows of a metrics.jsonl (train.py's log; path: the file or its out_dir). A last line that is not JSON (a
+    kill or a full disk mid-write) is dropped with a note; a damaged line before it is an error (ValueError)."""
+    if os.path.isdir(path):
+        path = os.path.join(path, 'metrics.jsonl')
+    with open(path, encoding='utf-8', errors='replace') as f:
+        lines = f.read().splitlines()
+    rows = []
+    for line_no, line in enumerate(lines, 1):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            row = None
+        if not isinstance(row, dict) or not isinstance(row.get('iter'), int):
+            if line_no == len(lines):
+                print(f"note: the last line of {path} is cut short (a run killed while writing it); it is left out")
+                break
+            raise ValueError(f"{path}, line {line_no}, is not a row of train.py's metrics; the file is damaged: move "
+                             f"it away (a resumed run then starts a new one)")
+        rows.append(row)
+    return rows
+
+
+def write_metrics(rows, path):
+    """rows as path's lines, atomically: a killed process leaves the old file or the new one, never a mix."""
+    tmp = path + '.tmp'
+    with open(tmp, 'w') as f:
+        f.writelines(json.dumps(row) + '\n' for row in rows)
+    os.replace(tmp, path)

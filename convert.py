@@ -14,11 +14,13 @@ folder as data only (config.json, safetensors, tokenizer.json): its .py files ne
 --from=reproduction writes OUT/best.pt, the weights as train.py writes them, for sample.py, eval.py and
 train.py --init_from=OUT.
 """
+import contextlib
 import json
 import os
 import re
 import shutil
 import sys
+import tempfile
 from dataclasses import asdict, fields
 
 import torch
@@ -29,6 +31,11 @@ from tokenizer import EOT, GPT2_VOCAB_SIZE, gpt2_files, read_meta
 REPO = os.path.dirname(os.path.abspath(__file__))
 # OpenAI's GPT-2 uses Conv1D modules, whose weights are the transpose of nn.Linear's
 CONV1D = ('attn.c_attn.weight', 'attn.c_proj.weight', 'mlp.c_fc.weight', 'mlp.c_proj.weight')
+# what export_hf writes (save_pretrained's tokenizer and generation files included), and a sharded save's index: an
+# export into an earlier folder removes those it does not write itself
+EXPORT_FILES = ('config.json', 'model.safetensors', 'generation_config.json', 'tokenizer.json', 'tokenizer_config.json',
+                'special_tokens_map.json', 'README.md', 'loss.png', 'modeling_yuriiformer.py', 'model.py',
+                'model.safetensors.index.json')
 GPT2_IDS = {'gpt2': 'openai-community/gpt2', 'gpt2-medium': 'openai-community/gpt2-medium',
             'gpt2-large': 'openai-community/gpt2-large', 'gpt2-xl': 'openai-community/gpt2-xl'}
 
@@ -179,6 +186,54 @@ def export_hf(checkpoint, hf_dir, meta, plot=None, hub_id_hint=None):
     with open(os.path.join(hf_dir, 'README.md'), 'w') as f:
         f.write(model_card(checkpoint, config, meta, params, bool(plot and os.path.exists(plot)),
                            hub_id_hint or os.path.abspath(hf_dir)))
+    return model
+
+
+def check_hf_dir(hf_dir, overwrite):
+    """hf_dir may receive an export: new or empty, or (overwrite) an earlier export; never a training run's out_dir,
+    where config.json would hide best.pt from sample.py and eval.py."""
+    from checkpoints import LOCK_FILE, run_files
+    if not os.path.exists(hf_dir):
+        return
+    if not os.path.isdir(hf_dir):
+        raise ConvertError(f"hf_dir='{hf_dir}' is a file, not a folder; choose a new --hf_dir.")
+    run = [os.path.basename(p) for p in run_files(hf_dir) if not p.endswith('loss.png')]  # an export has a loss.png
+    run += [LOCK_FILE] * os.path.exists(os.path.join(hf_dir, LOCK_FILE))
+    if run:
+        raise ConvertError(f"hf_dir='{hf_dir}' holds a training run ({', '.join(run[:4])}), whose best.pt an export's "
+                           f"config.json would hide; choose another --hf_dir.")
+    names = sorted(os.listdir(hf_dir))
+    if names and not overwrite:
+        raise ConvertError(f"hf_dir='{hf_dir}' is not empty (it holds {', '.join(names[:4])}"
+                           f"{', ...' if len(names) > 4 else ''}); choose a new folder, or replace an earlier export's "
+                           f"files with --overwrite=True.")
+
+
+def write_hf_dir(checkpoint, hf_dir, meta, plot, hub_id_hint):
+    """export_hf into a new folder beside hf_dir, then its files moved into hf_dir: a full disk or a crash leaves hf_dir
+    as it was. An earlier export's files that this one does not write (model.py of a YuriiFormer when this is a
+    GPT) go."""
+    parent = os.path.dirname(os.path.abspath(hf_dir))
+    try:
+        os.makedirs(parent, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=f'.{os.path.basename(os.path.abspath(hf_dir))}.', dir=parent)
+    except OSError as e:
+        raise ConvertError(f"cannot write next to hf_dir='{hf_dir}' ({e.strerror or e}); choose a writable --hf_dir.") \
+            from None
+    try:
+        model = export_hf(checkpoint, tmp, meta, plot=plot, hub_id_hint=hub_id_hint)
+        os.makedirs(hf_dir, exist_ok=True)
+        written = set(os.listdir(tmp))
+        for name in written:
+            os.replace(os.path.join(tmp, name), os.path.join(hf_dir, name))
+        for name in set(EXPORT_FILES) - written:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(hf_dir, name))
+    except OSError as e:
+        raise ConvertError(f"could not write the folder ({e.strerror or e}), so {hf_dir} is as it was; free some space "
+                           f"(or choose another --hf_dir) and run it again.") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return model
 
 
@@ -372,7 +427,7 @@ def from_reproduction(state_dict, n_head, source='the state dict'):
 # command line
 
 def main(argv):
-    from checkpoints import CheckpointError, checkpoint_path, read_checkpoint, write_atomically
+    from checkpoints import CheckpointError, checkpoint_path, read_checkpoint, run_files, write_atomically
     from configurator import apply_config
     defaults = {
         'to': '',  # 'hf': out_dir's checkpoint -> a Hugging Face folder in hf_dir
@@ -381,6 +436,7 @@ def main(argv):
         'checkpoint': 'best',  # --to=hf: 'best' (best.pt when there is one, else ckpt.pt) or 'latest' (ckpt.pt)
         'hf_dir': '',
         'hub_id': '',  # --to=hf: the Hub id the folder will be uploaded to, for the model card's loading lines
+        'overwrite': False,  # --to=hf: write into a hf_dir that is not empty (an earlier export), replacing its files
         'dataset': '',  # whose meta.json names the tokenizer; '' = the checkpoint's dataset (GPT-2 BPE: 'gpt2')
         'state_dict': '',  # --from=reproduction: the file
         'n_head': 0,  # --from=reproduction: attention heads (the one size the shapes do not tell)
@@ -394,8 +450,9 @@ def main(argv):
             checkpoint = read_checkpoint(path)
             dataset = c['dataset'] or checkpoint.get('config', {}).get('dataset', '')
             meta = _tokenizer_meta(dataset, path, checkpoint['model_args'].get('vocab_size'))
-            model = export_hf(checkpoint, c['hf_dir'], meta, plot=os.path.join(c['out_dir'], 'loss.png'),
-                              hub_id_hint=c['hub_id'] or None)
+            check_hf_dir(c['hf_dir'], c['overwrite'])
+            model = write_hf_dir(checkpoint, c['hf_dir'], meta, plot=os.path.join(c['out_dir'], 'loss.png'),
+                                 hub_id_hint=c['hub_id'] or os.path.abspath(c['hf_dir']))
             print(f"wrote {c['hf_dir']} from {path} (iter {checkpoint.get('iter_num')}); load it with "
                   f"AutoModelForCausalLM.from_pretrained('{c['hf_dir']}'"
                   + (")" if is_gpt2(model.config) else ", trust_remote_code=True)")
@@ -413,8 +470,9 @@ def main(argv):
                 state_dict = state_dict['model']  # a training checkpoint around the state dict
             model = from_reproduction(state_dict, c['n_head'], c['state_dict'])
             path = os.path.join(c['out_dir'], 'best.pt')
-            if os.path.exists(path):
-                raise ConvertError(f"{path} exists; choose an empty --out_dir (nothing was written).")
+            if run_files(c['out_dir']):
+                raise ConvertError(f"{c['out_dir']} holds a run ({os.path.basename(run_files(c['out_dir'])[0])}); "
+                                   f"choose an empty --out_dir (nothing was written).")
             os.makedirs(c['out_dir'], exist_ok=True)
             # the published checkpoints were trained on GPT-2 BPE: no dataset named means GPT-2's tokenizer
             write_atomically({'model': model.state_dict(), 'model_args': asdict(model.config), 'iter_num': 0,

@@ -19,36 +19,39 @@ def epoch_windows(n_tokens, block_size, seed, epoch):
 
 class EpochOrder:
     """The windows of this process (rank of world_size), epoch after epoch: next(n) gives n offsets.
-    Each process takes positions rank, rank + world_size, ... of every epoch's order; the last
-    len % world_size windows of an epoch are left out so the processes stay in step."""
+    All processes step through each epoch's order together: from the shared position p, process r takes
+    windows p + r, p + r + world_size, ..., so their windows are disjoint. An epoch's last windows, fewer than
+    world_size, are left out so the processes stay in step. The position is the same in every process, so a
+    run resumed on another number of processes continues the epoch where it stopped."""
 
     def __init__(self, n_tokens, block_size, seed, rank=0, world_size=1):
         self.n_tokens, self.block_size, self.seed = n_tokens, block_size, seed
         self.rank, self.world_size = rank, world_size
-        self.epoch, self.index = 0, 0  # the next window: position `index` of this process's share of `epoch`
-        self._share = None
+        self.epoch, self.position = 0, 0  # the next windows: from position `position` of epoch `epoch`'s order
+        self._order = None
 
-    def share(self):
-        if self._share is None:
-            order = epoch_windows(self.n_tokens, self.block_size, self.seed, self.epoch)
-            order = order[:len(order) // self.world_size * self.world_size]
-            self._share = order[self.rank::self.world_size].tolist()
-        return self._share
+    def order(self):
+        if self._order is None:
+            self._order = epoch_windows(self.n_tokens, self.block_size, self.seed, self.epoch).tolist()
+        return self._order
 
     def next(self, n):
         offsets = []
         while len(offsets) < n:
-            share = self.share()
-            if self.index == len(share):
-                self.epoch, self.index, self._share = self.epoch + 1, 0, None
+            order, ws = self.order(), self.world_size
+            rounds = min(n - len(offsets), (len(order) - self.position) // ws)  # whole rounds left in this epoch
+            if rounds == 0:
+                self.epoch, self.position, self._order = self.epoch + 1, 0, None
                 continue
-            take = share[self.index:self.index + n - len(offsets)]
-            offsets += take
-            self.index += len(take)
+            offsets += order[self.position + self.rank:self.position + rounds * ws:ws]
+            self.position += rounds * ws
         return offsets
 
     def state_dict(self):
-        return {'epoch': self.epoch, 'index': self.index}
+        return {'epoch': self.epoch, 'position': self.position}
 
-    def load_state_dict(self, state):
-        self.epoch, self.index, self._share = state['epoch'], state['index'], None
+    def load_state_dict(self, state, world_size=None):
+        """state as state_dict gave it; checkpoints before 2026-12-03 held each process's index into its share of
+        the epoch instead, which is position / world_size (world_size: the processes that saved it)."""
+        position = state['position'] if 'position' in state else state['index'] * (world_size or self.world_size)
+        self.epoch, self.position, self._order = state['epoch'], position, None

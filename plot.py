@@ -8,7 +8,6 @@ $ python plot.py out-tinystories-cpu-nesterov out-tinystories-cpu-gpt --out=comp
 train.py draws out_dir/loss.png with this at the end of each run.
 """
 import argparse
-import json
 import os
 import sys
 
@@ -22,16 +21,14 @@ class PlotError(Exception):
 
 
 def read_metrics(run_dir):
+    from checkpoints import read_metrics
     path = os.path.join(run_dir, "metrics.jsonl")
     if not os.path.isfile(path):
         raise PlotError(f"{run_dir} has no metrics.jsonl; give folders that train.py wrote (its --out_dir).")
-    rows = []
-    with open(path) as f:
-        for line_no, line in enumerate(f, 1):
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                raise PlotError(f"{path}, line {line_no}, is not JSON; was it written by train.py?")
+    try:
+        rows = read_metrics(path)
+    except ValueError as e:
+        raise PlotError(f"{e}.") from None
     if not any(r.get("val_loss") is not None for r in rows):
         raise PlotError(f"{path} holds no evaluation yet (no val_loss); plot it after the first eval step.")
     return rows

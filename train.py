@@ -61,7 +61,9 @@ defaults = dict(
     # 'scratch' | 'resume' (from out_dir/ckpt.pt, the latest state) | weights to fine-tune: another run's out_dir
     # (its best.pt), a Hugging Face folder or Hub id (convert.py --to=hf), 'gpt2', 'gpt2-medium', ...
     init_from='scratch',
-    overwrite=False,  # a new run into an out_dir that holds another run: delete that run's files first
+    # a new run into an out_dir that holds another run: delete that run's files (RUN_FILES in checkpoints.py, no
+    # others) once every check of the new run has passed, just before it starts
+    overwrite=False,
     # wandb logging
     wandb_log=False,
     wandb_project='owt',
@@ -158,6 +160,16 @@ if data_order not in ('random', 'epoch'):
     fail(f"data_order='{data_order}' is not one of 'random', 'epoch'.")
 if overwrite and init_from == 'resume':
     fail("overwrite=True deletes out_dir's run, so it cannot go with init_from='resume'; drop one of them.")
+if overwrite and init_from not in ('scratch', 'resume') and os.path.exists(init_from) \
+        and checkpoints.inside(init_from, out_dir):
+    fail(f"init_from='{init_from}' lies in out_dir='{out_dir}', whose run overwrite=True deletes; fine-tune into "
+         f"another --out_dir.")
+for key in ('max_iters', 'warmup_iters', 'lr_decay_iters', 'keep_checkpoints'):
+    if config[key] < 0:
+        fail(f"{key}={config[key]} must be at least 0.")
+if decay_lr and lr_decay_iters < warmup_iters:
+    fail(f"lr_decay_iters={lr_decay_iters} ends the schedule before warmup_iters={warmup_iters} ends the warmup; "
+         f"give lr_decay_iters >= warmup_iters (usually ~max_iters).")
 
 # DDP: torchrun sets RANK, LOCAL_RANK and WORLD_SIZE
 ddp = int(os.environ.get('RANK', -1)) != -1
@@ -189,6 +201,7 @@ seed_offset = rank  # each process draws its own training batches
 device_type = 'cuda' if device.startswith('cuda') else 'cpu'  # for autocast and fused AdamW
 tokens_per_iter = gradient_accumulation_steps * world_size * batch_size * block_size
 error = None
+earlier_run = []
 if master_process:
     for k, v in config.items():
         if v != defaults[k]:
@@ -201,8 +214,8 @@ if master_process:
         # mixes with, or replaces, another's files unless asked to
         if note := checkpoints.lock_out_dir(out_dir):
             print(note)
-        if init_from != 'resume':
-            checkpoints.check_fresh_out_dir(out_dir, overwrite)
+        if init_from != 'resume':  # an earlier run's files, deleted (with overwrite) only when this run starts
+            earlier_run = checkpoints.check_fresh_out_dir(out_dir, overwrite)
     except OSError as e:
         error = f"cannot write to out_dir='{out_dir}' ({e.strerror or e}); choose a writable --out_dir."
     except CheckpointError as e:
@@ -288,6 +301,18 @@ kept_copies = []  # the ckpt-<iter>.pt copies this run made (keep_checkpoints), 
 checkpoint = None
 ckpt_path = os.path.join(out_dir, 'ckpt.pt')  # the latest state
 best_path = os.path.join(out_dir, 'best.pt')  # the weights of the best val loss so far
+
+
+def check_given_settings(model_config, source, free, how):
+    """The model settings given for this run (those not at their defaults) must be the source's, but for the free
+    ones: a resume or a fine-tune takes the source's architecture and would otherwise silently ignore them."""
+    for f in dataclasses.fields(GPTConfig):
+        if f.name not in free and config[f.name] != defaults[f.name] \
+                and config[f.name] != getattr(model_config, f.name):
+            fail(f"{source} holds a model with {f.name}={getattr(model_config, f.name)!r}, but this run asks for "
+                 f"{f.name}={config[f.name]!r}; {how}.")
+
+
 if init_from == 'scratch':
     model_args = {f.name: config[f.name] for f in dataclasses.fields(GPTConfig)}
     if vocab_size is None:
@@ -309,12 +334,17 @@ elif init_from == 'resume':
         fail(str(e))
     except Exception as e:
         fail(str(checkpoints.damaged(ckpt_path, 'resume from', e)))
-    # model settings given for this run must be the checkpoint's: resuming never changes the architecture
-    for f in dataclasses.fields(GPTConfig):
-        if f.name not in ('dropout', 'block_size') and config[f.name] != defaults[f.name] \
-                and config[f.name] != getattr(raw_model.config, f.name):
-            fail(f"{ckpt_path} holds a model with {f.name}={getattr(raw_model.config, f.name)!r}, but this run asks "
-                 f"for {f.name}={config[f.name]!r}; drop that setting to resume, or train it in a new --out_dir.")
+    # names that the next prune deletes: only keep_checkpoints' own copies in out_dir, never a path from the file
+    if not isinstance(kept_copies, list) or not all(isinstance(k, str) and checkpoints.KEPT_COPY.fullmatch(k)
+                                                     for k in kept_copies):
+        fail(f"{ckpt_path} lists kept copies that are not ckpt-<iter>.pt files of out_dir ({str(kept_copies)[:100]}),"
+             f" so it was not written by train.py; resume from a checkpoint train.py wrote, or start a new run.")
+    # resuming never changes the architecture, nor the context (it sizes the position tables and their moments)
+    check_given_settings(raw_model.config, ckpt_path, ('dropout', 'block_size'),
+                         "drop that setting to resume, or train it in a new --out_dir")
+    if block_size != raw_model.config.block_size:
+        fail(f"{ckpt_path} holds a model with block_size={raw_model.config.block_size}, but this run has "
+             f"block_size={block_size}; resume with --block_size={raw_model.config.block_size}.")
     if master_process:
         print(f"resuming from {ckpt_path} at iter {iter_num}")
 else:  # a fresh run from trained weights: another run's out_dir (its best.pt), a Hugging Face folder or Hub id
@@ -322,6 +352,9 @@ else:  # a fresh run from trained weights: another run's out_dir (its best.pt), 
         raw_model, _, source = load_model(init_from, 'best', hub=True, dropout=dropout)
     except CheckpointError as e:
         fail(f"init_from='{init_from}': {e}")
+    check_given_settings(raw_model.config, source, ('dropout', 'block_size'),
+                         "drop that setting: a fine-tuned model keeps its source's architecture (dropout, and a "
+                         "shorter block_size, may change)")
     if master_process:
         print(f"initializing from {source}: its weights; the optimizer, schedule and data stream start afresh")
 # the settings saved with checkpoints describe the model actually trained (all GPTConfig fields)
@@ -368,16 +401,21 @@ if checkpoint is not None:
     if changed and master_process:
         print(f"resuming with settings that differ from the checkpoint's run: {', '.join(changed)}")
     rng = checkpoint.get('rng', [])
+    if rng and 'epoch_order' in rng[0]:  # one position in the epoch, shared by the processes, however many
+        epoch_order.load_state_dict(rng[0]['epoch_order'], world_size=len(rng))
     if len(rng) == world_size:
         train_gen.set_state(rng[rank]['data'])
-        if 'epoch_order' in rng[rank]:
-            epoch_order.load_state_dict(rng[rank]['epoch_order'])
         torch.set_rng_state(rng[rank]['torch'])
         if device_type == 'cuda' and 'cuda' in rng[rank]:
             torch.cuda.set_rng_state(rng[rank]['cuda'], device)
-    elif master_process:
-        print(f"note: the checkpoint holds data streams for {len(rng)} processes, not {world_size}; "
-              f"new ones start from seed {seed}")
+    elif rng:
+        # each process's random windows and dropout: new streams, not those that began the run once more
+        train_gen.manual_seed(seed + seed_offset + 1000 * iter_num)
+        torch.manual_seed(seed + seed_offset + 1000 * iter_num)
+        if master_process:
+            print(f"note: the checkpoint holds the data streams of {len(rng)} processes, not {world_size}: the epoch "
+                  f"order goes on where it stopped; random windows and dropout start new streams, seeded by seed "
+                  f"and iter {iter_num}")
 checkpoint = None  # free memory
 
 # return_logits=False lets the model skip the full logits: on CPU its loss goes through the chunked head (on CUDA
@@ -414,8 +452,8 @@ def get_lr(it):
     # 1) linear warmup for warmup_iters steps
     if it < warmup_iters:
         return learning_rate * (it + 1) / (warmup_iters + 1)
-    # 2) if it > lr_decay_iters, return min learning rate
-    if it > lr_decay_iters:
+    # 2) from lr_decay_iters on, min learning rate (>=: a decay as long as the warmup has no cosine part to divide by)
+    if it >= lr_decay_iters:
         return min_lr
     # 3) in between, use cosine decay down to min learning rate
     decay_ratio = (it - warmup_iters) / (lr_decay_iters - warmup_iters)
@@ -504,20 +542,36 @@ def diverged(what, value):
          f"was; try a lower learning_rate (now {learning_rate:g}).")
 
 
-# metrics.jsonl: one line per log step and per eval step. A resumed run drops the lines from
-# iter_num on (they are redone) and appends.
+error = None
+if wandb_log and master_process:
+    try:
+        import wandb
+    except ImportError:
+        error = "wandb_log=True but wandb is not installed: `pip install wandb`, or set --wandb_log=False."
+if error := agreed(error):
+    fail(error)
+
+# Every check has passed: the run starts. Only now does overwrite delete the earlier run's files.
+# metrics.jsonl: one line per log step and per eval step. A resumed run drops the lines from iter_num on (they are
+# redone), rewrites the file atomically and appends.
 metrics_path = os.path.join(out_dir, 'metrics.jsonl')
 time_offset = 0.0
+error = None
 if master_process:
-    kept = []
-    if init_from == 'resume' and os.path.exists(metrics_path):
-        with open(metrics_path) as f:
-            kept = [json.loads(line) for line in f]
-        kept = [row for row in kept if row['iter'] < iter_num]
-    with open(metrics_path, 'w') as f:
-        f.writelines(json.dumps(row) + '\n' for row in kept)
-    # training seconds (evaluation excluded) go on from the interrupted run's, for plots against time
-    time_offset = max((row.get('time') or 0.0 for row in kept), default=0.0)
+    try:
+        checkpoints.delete_run(earlier_run)
+        kept = []
+        if init_from == 'resume' and os.path.exists(metrics_path):
+            kept = [row for row in checkpoints.read_metrics(metrics_path) if row['iter'] < iter_num]
+        checkpoints.write_metrics(kept, metrics_path)
+        # training seconds (evaluation excluded) go on from the interrupted run's, for plots against time
+        time_offset = max((row.get('time') or 0.0 for row in kept), default=0.0)
+    except OSError as e:
+        error = f"cannot write {metrics_path} ({e.strerror or e}); free some space or choose another --out_dir."
+    except ValueError as e:  # a damaged line in the middle of metrics.jsonl
+        error = f"{e}."
+if error := agreed(error):
+    fail(error)
 
 
 def scalar_lines(scalars):
@@ -536,14 +590,6 @@ def record(row, console):
             f.write(json.dumps(row) + '\n')
 
 
-error = None
-if wandb_log and master_process:
-    try:
-        import wandb
-    except ImportError:
-        error = "wandb_log=True but wandb is not installed: `pip install wandb`, or set --wandb_log=False."
-if error := agreed(error):
-    fail(error)
 if wandb_log and master_process:
     wandb.init(project=wandb_project, name=wandb_run_name, config=config)
 

@@ -37,6 +37,7 @@ from tqdm import tqdm
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # the repo root, from anywhere
+from checkpoints import read_metrics  # noqa: E402
 from configurator import apply_config  # noqa: E402
 from model import device_peak_flops  # noqa: E402
 
@@ -139,8 +140,7 @@ def train(variant, nproc):
     if r.returncode:
         keep_log(name, r.stdout + r.stderr)
         return dict(record, error=(r.stderr.strip().splitlines() or [''])[-1])
-    with open(os.path.join(out_dir, 'metrics.jsonl')) as f:
-        rows = [json.loads(line) for line in f]
+    rows = read_metrics(out_dir)
     steps = [row for row in rows if row['tokens_per_s']]
     timed = [row for row in steps if row['iter'] >= max(max_iters // 10, 3)] or steps[-1:]
     tokens_per_s = statistics.median(row['tokens_per_s'] for row in timed)

@@ -4,6 +4,7 @@ current iteration, then saves ckpt.pt), against torchrun's ~30 s between forward
 
 $ python bench/preemption.py                         # config/openwebtext_nesterov.py's model, 1 x 256 tokens
 $ python bench/preemption.py --out_dir=/scratch/x    # the checkpoint on the storage a real run would use
+                                                     # (a new folder: one that holds anything is refused)
 
 train.py runs the paper's model (12 layers, 12 heads, d=768, vocab 50304) with AdamW, on random tokens (what they
 are does not change the time), with a micro-batch of batch_size x block_size so that an iteration is short.
@@ -36,7 +37,9 @@ defaults = dict(
     batch_size=1,
     block_size=256,
     iters_before=3,  # iterations logged before the signal
-    out_dir='',  # where train.py writes its checkpoint; '' = a temporary folder (removed at the end)
+    # where train.py writes its checkpoint, a folder that does not exist yet or is empty (it is left there, with the
+    # checkpoint); '' = a temporary folder, removed at the end
+    out_dir='',
     threads=0,  # OMP_NUM_THREADS of the training process; 0 keeps torch's default (all cores)
     seed=0,  # of the random tokens and the signal's moment
     json='',  # also write the figures to this file
@@ -44,6 +47,9 @@ defaults = dict(
 config = apply_config(defaults, sys.argv[1:])
 globals().update(config)
 rng = random.Random(seed)
+if out_dir and os.path.exists(out_dir) and (not os.path.isdir(out_dir) or os.listdir(out_dir)):
+    sys.exit(f"error: out_dir='{out_dir}' is not an empty folder, and this benchmark writes only into a folder of its "
+             f"own; give a new path, e.g. {os.path.join(out_dir, 'preemption')}.")
 
 with tempfile.TemporaryDirectory() as tmp:
     data = os.path.join(tmp, 'data')
@@ -56,7 +62,7 @@ with tempfile.TemporaryDirectory() as tmp:
     args = [sys.executable, 'train.py', model_config, f'--dataset={data}', f'--out_dir={run_dir}',
             f'--optimizer={optimizer}', f'--batch_size={batch_size}', f'--block_size={block_size}',
             '--gradient_accumulation_steps=1',
-            '--log_interval=1', '--eval_iters=1', '--eval_interval=1000000', '--device=cpu', '--overwrite=True']
+            '--log_interval=1', '--eval_iters=1', '--eval_interval=1000000', '--device=cpu']
     load = os.getloadavg()
     proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     iter_ms = []

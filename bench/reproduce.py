@@ -75,7 +75,7 @@ from tqdm import tqdm
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)  # the repo root, from anywhere
-from checkpoints import read_checkpoint  # noqa: E402
+from checkpoints import read_checkpoint, read_metrics  # noqa: E402
 from model import GPT, GPTConfig  # noqa: E402
 
 SEEDS = (1, 2, 3)
@@ -156,8 +156,7 @@ def train_time_at(curve_iters, logs):
 def read_run(out_dir, settings):
     """The curve, losses and timings of a finished (or diverged) train.py run in out_dir."""
     tokens_per_iter = settings["batch_size"] * settings["gradient_accumulation_steps"] * settings["block_size"]
-    with open(os.path.join(out_dir, "metrics.jsonl")) as f:
-        rows = [json.loads(line) for line in f]
+    rows = read_metrics(out_dir)
     evals = [(r["iter"], r["val_loss"]) for r in rows if r["val_loss"] is not None]
     logs = [(r["iter"], tokens_per_iter / r["tokens_per_s"]) for r in rows if r["tokens_per_s"]]
     batch_losses = [r["train_loss"] for r in rows if r["val_loss"] is None and r["iter"] > 0]

@@ -12,7 +12,7 @@ out_dir = 'out-tinystories-gpt'
 eval_interval = 250
 eval_iters = 160  # 160 batches of 16 x 1024 tokens per evaluation, as in the paper
 log_interval = 10
-always_save_checkpoint = False  # keep the best-val checkpoint, which the paper reports
+always_save_checkpoint = True  # ckpt.pt at every eval: a crash loses one eval interval; best.pt is kept apart
 
 wandb_log = False  # override via command line if you like
 wandb_project = 'yuriiformer'

@@ -185,6 +185,41 @@ def test_code_in_a_model_folder_never_runs(trained, tiny_data, tmp_path, run_her
     assert sorted(ran.read_text().split()) == ["model.py", "modeling_yuriiformer.py"]
 
 
+def test_overwrite_replaces_an_earlier_export(trained, tmp_path, run_here):
+    """--overwrite=True into a folder of an earlier export: its files are replaced, those this export does not write
+    (a YuriiFormer's model.py under a GPT, a sharded save's index) go, a file of the user's stays."""
+    hf_dir = tmp_path / "hf"
+    assert run_here("convert.py", "--to=hf", f"--out_dir={trained('nesterov')[0]}", f"--hf_dir={hf_dir}").returncode == 0
+    (hf_dir / "model.safetensors.index.json").write_text('{"weight_map": {}}')
+    (hf_dir / "notes.txt").write_text("mine")
+    gpt, _ = trained("gd")
+    r = run_here("convert.py", "--to=hf", f"--out_dir={gpt}", f"--hf_dir={hf_dir}", "--overwrite=True")
+    assert r.returncode == 0, r.stderr
+    names = {p.name for p in hf_dir.iterdir()}
+    assert not names & {"model.py", "modeling_yuriiformer.py", "model.safetensors.index.json"}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "notes.txt"} <= names
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".hf.")]
+    model = convert.load_hf(str(hf_dir))
+    best = torch.load(gpt / "best.pt", weights_only=True)["model"]
+    assert model.config.residual == "gd" and all(torch.equal(model.state_dict()[k], v) for k, v in best.items())
+
+
+def test_half_precision_weights_in_a_folder_are_upcast(trained, tmp_path, run_here):
+    """bf16 weights (common on the Hub) load, as float32, with a note."""
+    from safetensors.torch import load_file, save_file
+    hf_dir = tmp_path / "hf"
+    assert run_here("convert.py", "--to=hf", f"--out_dir={trained('gd')[0]}", f"--hf_dir={hf_dir}").returncode == 0
+    exact = convert.load_hf(str(hf_dir)).state_dict()
+    weights = load_file(hf_dir / "model.safetensors")
+    save_file({k: v.to(torch.bfloat16) for k, v in weights.items()}, hf_dir / "model.safetensors")
+    r = run_here("sample.py", f"--init_from={hf_dir}", "--num_samples=1", "--max_new_tokens=5", "--start=Once")
+    assert r.returncode == 0, r.stderr
+    assert "note: the weights are torch.bfloat16; they are converted to float32" in r.stdout
+    upcast = convert.load_hf(str(hf_dir)).state_dict()
+    assert all(upcast[k].dtype == torch.float32 and torch.equal(upcast[k], v.to(torch.bfloat16).float())
+               for k, v in exact.items())
+
+
 # -----------------------------------------------------------------------------
 # the reproduction's layout
 
@@ -257,8 +292,8 @@ def test_reproduction_state_dict_becomes_our_model(tmp_path, run_here, bpe_data)
     # sample.py reads it (GPT-2 BPE), train.py fine-tunes from it
     r = run_here("sample.py", f"--out_dir={out}", "--num_samples=1", "--max_new_tokens=5", "--start=Hello")
     assert r.returncode == 0 and "\nHello" in r.stdout, r.stderr
-    r = run_here("train.py", *TINY, f"--dataset={bpe_data}", f"--out_dir={tmp_path / 'tuned'}", f"--init_from={out}",
-                 "--max_iters=1", "--eval_interval=1", "--eval_iters=1")
+    r = run_here("train.py", *TINY, "--n_embd=16", f"--dataset={bpe_data}", f"--out_dir={tmp_path / 'tuned'}",
+                 f"--init_from={out}", "--max_iters=1", "--eval_interval=1", "--eval_iters=1")  # the source's width
     assert r.returncode == 0, r.stderr
 
 

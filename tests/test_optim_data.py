@@ -65,7 +65,7 @@ def test_processes_take_disjoint_shares_covering_each_epoch():
         per_rank = len(full) // W
         shares = [o.next(per_rank) for o in orders]
         assert sorted(sum(shares, [])) == sorted(full[:per_rank * W])  # disjoint, and all but len % W windows
-        assert all(o.state_dict() == {'epoch': epoch, 'index': per_rank} for o in orders)
+        assert all(o.state_dict() == {'epoch': epoch, 'position': per_rank * W} for o in orders)
 
 
 def test_epoch_order_resumes_where_it_stopped():
@@ -77,3 +77,26 @@ def test_epoch_order_resumes_where_it_stopped():
     rest.load_state_dict(first.state_dict())
     assert head + rest.next(55) == whole
     assert len(set(whole[:30])) == 30 and set(whole[:30]) != set(whole[30:60])
+
+
+def test_epoch_order_continues_on_another_number_of_processes():
+    """Two processes for 5 rounds, then three from the saved position: every window of the epoch once, none
+    twice, until the last (fewer than three) are left out; a checkpoint of the earlier layout (each process's index
+    into its share) gives the same position."""
+    n, T = 1000, 32
+    full = epoch_windows(n, T, 5, 0).tolist()
+    assert len(full) == 30
+    two = [EpochOrder(n, T, seed=5, rank=r, world_size=2) for r in range(2)]
+    before = [o.next(5) for o in two]
+    assert two[0].state_dict() == {'epoch': 0, 'position': 10}
+    three = [EpochOrder(n, T, seed=5, rank=r, world_size=3) for r in range(3)]
+    for o in three:
+        o.load_state_dict(two[0].state_dict())
+    after = [o.next(6) for o in three]
+    seen = sum(before + after, [])
+    assert sorted(seen) == sorted(full[:28]) and len(set(seen)) == 28
+    assert [o.state_dict() for o in three] == [{'epoch': 0, 'position': 28}] * 3
+    assert three[0].next(1) == [epoch_windows(n, T, 5, 1)[0]]  # on into the next epoch
+    old = EpochOrder(n, T, seed=5, rank=1, world_size=2)
+    old.load_state_dict({'epoch': 0, 'index': 5}, world_size=2)
+    assert old.state_dict() == {'epoch': 0, 'position': 10} and old.next(2) == two[1].next(2)

@@ -75,3 +75,21 @@ def test_bad_inputs_say_one_sentence(tmp_path, capsys):
         err = capsys.readouterr().err
         assert err.startswith("error: ") and len(err.strip().splitlines()) == 1 and words in err
     assert not (tmp_path / "x.png").exists()
+
+
+def test_a_torn_last_line_is_left_out_and_a_damaged_one_refused(tmp_path, capsys):
+    """A run killed while writing metrics.jsonl: its last line is half a row, dropped with a note (plot.py, train.py
+    on resume, bench/reproduce.py and bench/gpu_check.py read the file through the same reader). A bad line before
+    the last is damage, said in one sentence."""
+    run = write_run(tmp_path / "run", "gd")
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write('{"iter": 21, "train_lo')
+    plot.main([str(run), f"--out={tmp_path / 'x.png'}"])
+    assert "note: the last line of" in capsys.readouterr().out and (tmp_path / "x.png").stat().st_size > 10_000
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    (run / "metrics.jsonl").write_text("\n".join(lines[:2] + ["[1, 2]"] + lines[2:-1]) + "\n")
+    with pytest.raises(SystemExit):
+        plot.main([str(run), f"--out={tmp_path / 'y.png'}"])
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "metrics.jsonl, line 3, is not a row of train.py's metrics" in err
+    assert not (tmp_path / "y.png").exists()

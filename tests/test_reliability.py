@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, TINY
+from conftest import REPO, TINY, _run_here
 from test_train import losses, metrics, one_sentence_error
 
 
@@ -123,22 +123,94 @@ def test_one_run_per_out_dir(tiny_data, tmp_path, run_here):
 
 
 def test_overwrite_starts_over(trained, tiny_data, tmp_path, run_here):
-    """--overwrite=True deletes the earlier run's files (its kept copies and eval.json too, which the new run would
-    not rewrite); without it, a folder holding only metrics.jsonl and loss.png (no checkpoint yet) is no run."""
+    """--overwrite=True deletes the earlier run's files (its kept copies, eval.json and a stale *.pt.tmp too, which the
+    new run would not rewrite) and nothing else: a user's ckpt-final.pt and notes.txt stay, and a run file that is a
+    link goes as a link, not what it points to. Without it, a folder holding only metrics.jsonl and loss.png (no
+    checkpoint yet) is no run."""
     run = copy_run(trained, tmp_path)
     (run / "ckpt-00000030.pt").write_bytes(b"a kept copy")
     (run / "eval.json").write_text("[]")
+    (run / "ckpt.pt.tmp").write_bytes(b"half a checkpoint")
+    for mine in ("ckpt-final.pt", "notes.txt"):
+        (run / mine).write_text("the user's")
+    elsewhere = tmp_path / "elsewhere.pt"  # best.pt, linked to a file outside the folder
+    shutil.move(run / "best.pt", elsewhere)
+    (run / "best.pt").symlink_to(elsewhere)
+    before = elsewhere.read_bytes()
     args = [*TINY, f"--dataset={tiny_data}", f"--out_dir={run}", "--eval_iters=1", "--max_iters=2", "--eval_interval=2"]
     r = run_here("train.py", *args, "--overwrite=True")
     assert r.returncode == 0, r.stderr
     # the earlier run's loss.png went too (this run, --plot=False, draws none)
-    assert sorted(p.name for p in run.iterdir()) == ["best.pt", "ckpt.pt", "metrics.jsonl", "train.lock"]
+    assert sorted(p.name for p in run.iterdir()) == ["best.pt", "ckpt-final.pt", "ckpt.pt", "metrics.jsonl",
+                                                     "notes.txt", "train.lock"]
+    assert elsewhere.read_bytes() == before and not (run / "best.pt").is_symlink()
+    assert (run / "notes.txt").read_text() == (run / "ckpt-final.pt").read_text() == "the user's"
     assert torch.load(run / "ckpt.pt", weights_only=True)["iter_num"] == 2
     assert [row["iter"] for row in metrics(run) if row["val_loss"] is not None] == [0, 2]
     for name in ("ckpt.pt", "best.pt"):
         (run / name).unlink()
     r = run_here("train.py", *args)
     assert r.returncode == 0, r.stderr
+
+
+def test_overwrite_through_a_linked_out_dir(trained, tiny_data, tmp_path, run_here):
+    """out_dir a link to scratch space, as on clusters: --overwrite replaces the run there, and a fine-tune from the
+    run it would delete is refused, whether named by the link or by the real folder."""
+    scratch = copy_run(trained, tmp_path)
+    (tmp_path / "out").symlink_to(scratch)
+    args = [*TINY, f"--dataset={tiny_data}", f"--out_dir={tmp_path / 'out'}", "--eval_iters=1", "--max_iters=2",
+            "--eval_interval=2", "--overwrite=True"]
+    r = run_here("train.py", *args, f"--init_from={scratch}")
+    one_sentence_error(r, "lies in out_dir", "whose run overwrite=True deletes")
+    assert torch.load(scratch / "ckpt.pt", weights_only=True)["iter_num"] == 30
+    r = run_here("train.py", *args)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "out").is_symlink() and torch.load(scratch / "ckpt.pt", weights_only=True)["iter_num"] == 2
+
+
+def test_a_torn_last_metrics_line_is_dropped_on_resume(trained, tiny_data, tmp_path, run_here):
+    """A run killed while writing metrics.jsonl leaves half a line: the resume says so, drops it and goes on, and the
+    rewritten file equals the uninterrupted run's."""
+    full, _ = trained("nesterov")
+    common = [*TINY, f"--dataset={tiny_data}", f"--out_dir={tmp_path}", "--residual=nesterov", "--eval_interval=15"]
+    r = run_here("train.py", *common, "--max_iters=15")
+    assert r.returncode == 0, r.stderr
+    with open(tmp_path / "metrics.jsonl", "a") as f:
+        f.write('{"iter": 16, "train_loss": 3.')
+    r = run_here("train.py", *common, "--max_iters=30", "--init_from=resume")
+    assert r.returncode == 0, r.stderr
+    assert "metrics.jsonl is cut short (a run killed while writing it); it is left out" in r.stdout
+    assert losses(tmp_path) == losses(full)
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_resume_on_another_process_count_continues_the_epoch(tiny_data, tmp_path, run_here):
+    """A checkpoint of two processes (the same position in the epoch in each, as train.py saves them) resumed by
+    one: the epoch order goes on where it stopped, so the losses are those of a run that was never stopped (dropout
+    is 0 here: only the data order is random)."""
+    common = [*TINY, f"--dataset={tiny_data}", "--data_order=epoch", "--eval_interval=10"]
+    r = run_here("train.py", *common, f"--out_dir={tmp_path / 'full'}", "--max_iters=20")
+    assert r.returncode == 0, r.stderr
+    run = tmp_path / "split"
+    r = run_here("train.py", *common, f"--out_dir={run}", "--max_iters=10")
+    assert r.returncode == 0, r.stderr
+    ckpt = torch.load(run / "ckpt.pt", map_location="cpu", weights_only=True)
+    ckpt["rng"] = [ckpt["rng"][0], {**ckpt["rng"][0]}]
+    torch.save(ckpt, run / "ckpt.pt")
+    r = run_here("train.py", *common, f"--out_dir={run}", "--max_iters=20", "--init_from=resume")
+    assert r.returncode == 0, r.stderr
+    assert "the data streams of 2 processes, not 1: the epoch order goes on where it stopped" in r.stdout
+    assert losses(run) == losses(tmp_path / "full")
+    assert torch.load(run / "ckpt.pt", weights_only=True)["rng"][0]["epoch_order"]["position"] == 20 * 2 * 4
+
+
+def test_a_decay_as_long_as_the_warmup(tiny_data, tmp_path, run_here):
+    """lr_decay_iters == warmup_iters: no cosine part; the rate warms up, then stays at min_lr."""
+    r = run_here("train.py", *TINY, f"--dataset={tiny_data}", f"--out_dir={tmp_path}", "--warmup_iters=3",
+                 "--lr_decay_iters=3", "--max_iters=5", "--eval_interval=5")
+    assert r.returncode == 0, r.stderr
+    lrs = [row["lr"] for row in metrics(tmp_path) if row["val_loss"] is None]
+    assert lrs == pytest.approx([1e-2 / 4, 2e-2 / 4, 3e-2 / 4, 1e-3, 1e-3])
 
 
 # -----------------------------------------------------------------------------
@@ -238,9 +310,45 @@ def case_block_size_larger_than_data(c):
 
 
 def case_block_size_larger_than_checkpoint(c):
-    run = copy_run(c.trained, c.tmp_path)
-    return ["train.py", *c.tiny, f"--out_dir={run}", "--init_from=resume", "--block_size=64", "--max_iters=40"], \
+    run = copy_run(c.trained, c.tmp_path)  # a fine-tune may shorten the context, not lengthen it
+    return ["train.py", *c.tiny, f"--init_from={run}", "--block_size=64", "--max_iters=40"], \
         ["block_size=64 is longer than the 32 positions"]
+
+
+def case_resume_with_another_block_size(c):
+    run = copy_run(c.trained, c.tmp_path)  # its position table and that table's AdamW moments are 32 long
+    return ["train.py", *c.tiny, f"--out_dir={run}", "--init_from=resume", "--block_size=16", "--max_iters=40"], \
+        ["holds a model with block_size=32", "this run has block_size=16", "--block_size=32"]
+
+
+def case_fine_tune_as_another_architecture(c):
+    run = copy_run(c.trained, c.tmp_path)
+    return ["train.py", *c.tiny, f"--init_from={run}", "--residual=nesterov", "--max_iters=2"], \
+        ["holds a model with residual='gd'", "asks for residual='nesterov'", "keeps its source's architecture"]
+
+
+def case_decay_ends_before_warmup(c):
+    return ["train.py", *c.tiny, "--warmup_iters=10", "--lr_decay_iters=5", "--max_iters=2"], \
+        ["lr_decay_iters=5 ends the schedule before warmup_iters=10"]
+
+
+# --overwrite deletes the earlier run only once the new one is certain to start
+def case_overwrite_with_missing_data(c):
+    run = copy_run(c.trained, c.tmp_path)
+    return ["train.py", *c.tiny, f"--out_dir={run}", "--overwrite=True", "--dataset=tinystories_no_such_name"], \
+        ["has no", "train.bin"]
+
+
+def case_overwrite_with_a_bad_model_setting(c):
+    run = copy_run(c.trained, c.tmp_path)
+    return ["train.py", *c.tiny, f"--out_dir={run}", "--overwrite=True", "--n_embd=33", "--n_head=2"], \
+        ["n_embd=33 must be divisible by n_head=2"]
+
+
+def case_overwrite_the_init_from_run(c):
+    run = copy_run(c.trained, c.tmp_path)
+    return ["train.py", *c.tiny, f"--out_dir={run}", f"--init_from={run / 'best.pt'}", "--overwrite=True"], \
+        ["lies in out_dir", "whose run overwrite=True deletes"]
 
 
 def case_missing_data(c):
@@ -394,6 +502,92 @@ def case_disk_full_on_save(c):
         ["No space left on device", "at iter 32", "still holds the last good one"]
 
 
+def case_checkpoint_naming_paths(c):
+    run = copy_run(c.trained, c.tmp_path)
+    victim = c.tmp_path / "someone_elses.txt"
+    victim.write_text("the next prune of kept copies would delete this")
+    ckpt = torch.load(run / "ckpt.pt", map_location="cpu", weights_only=True)
+    ckpt["kept_checkpoints"] = [str(victim)]
+    torch.save(ckpt, run / "ckpt.pt")
+    return ["train.py", *c.tiny, f"--out_dir={run}", "--init_from=resume", "--max_iters=32", "--eval_interval=1",
+            "--keep_checkpoints=1"], ["lists kept copies that are not ckpt-<iter>.pt files of out_dir"]
+
+
+def case_metrics_damaged_before_its_last_line(c):
+    run = copy_run(c.trained, c.tmp_path)
+    lines = (run / "metrics.jsonl").read_text().splitlines(keepends=True)
+    (run / "metrics.jsonl").write_text("".join(lines[:3] + ['{"iter": 3, "tra\n'] + lines[3:]))
+    return ["train.py", *c.tiny, f"--out_dir={run}", "--init_from=resume", "--max_iters=32"], \
+        ["metrics.jsonl, line 4, is not a row", "move it away"]
+
+
+def hf_folder(c, residual="gd"):
+    """The trained run exported by convert.py --to=hf (the char tokenizer), in c.tmp_path/hf."""
+    out, _ = c.trained(residual)
+    r = _run_here("convert.py", "--to=hf", f"--out_dir={out}", f"--hf_dir={c.tmp_path / 'hf'}")
+    assert r.returncode == 0, r.stderr
+    return c.tmp_path / "hf"
+
+
+def case_hf_config_that_does_not_fit_the_weights(c):
+    folder = hf_folder(c, "nesterov")
+    config = json.loads((folder / "config.json").read_text())
+    config["gpt_config"]["n_layer"] = 10 ** 7  # built before the weights were compared, this took hours of CPU
+    (folder / "config.json").write_text(json.dumps(config))
+    return ["sample.py", f"--init_from={folder}", "--device=cpu"], \
+        ["n_layer=10000000, but the weights hold 2 layers"]
+
+
+def case_hf_weights_not_float(c):
+    from safetensors.torch import load_file, save_file
+    folder = hf_folder(c)
+    weights = load_file(folder / "model.safetensors")
+    weights["transformer.h.0.attn.c_attn.weight"] = weights["transformer.h.0.attn.c_attn.weight"].to(torch.int32)
+    save_file(weights, folder / "model.safetensors")
+    return ["sample.py", f"--init_from={folder}", "--device=cpu"], \
+        ["must be floating-point tensors", "transformer.h.0.attn.c_attn.weight is torch.int32"]
+
+
+def case_hf_tokenizer_that_does_not_fit(c):
+    import convert
+    folder = hf_folder(c)  # a model of 128 tokens; GPT-2's tokenizer has 50257
+    convert.hf_tokenizer({}, 32).backend_tokenizer.save(str(folder / "tokenizer.json"))
+    return ["sample.py", f"--init_from={folder}", "--device=cpu"], \
+        ["vocabulary of 128 tokens but its tokenizer", "tokenizer.json) has 50257", "do not belong together"]
+
+
+def case_hf_dir_not_empty(c):
+    out, _ = c.trained("gd")
+    (c.tmp_path / "hf").mkdir()
+    (c.tmp_path / "hf" / "notes.txt").write_text("mine")
+    return ["convert.py", "--to=hf", f"--out_dir={out}", f"--hf_dir={c.tmp_path / 'hf'}"], \
+        ["is not empty (it holds notes.txt)", "--overwrite=True"]
+
+
+def case_hf_dir_is_a_run(c):
+    run = copy_run(c.trained, c.tmp_path)
+    return ["convert.py", "--to=hf", f"--out_dir={run}", f"--hf_dir={run}", "--overwrite=True"], \
+        ["holds a training run", "would hide", "another --hf_dir"]
+
+
+def case_disk_full_during_convert(c):
+    import safetensors.torch
+    folder = hf_folder(c)  # an earlier export, replaced with --overwrite=True: it must survive the failure
+
+    def save_file(tensors, path, *a, **k):
+        open(path, "wb").write(b"part of the weights")
+        raise OSError(errno.ENOSPC, "No space left on device")
+    c.monkeypatch.setattr(safetensors.torch, "save_file", save_file)
+    out, _ = c.trained("gd")
+    return ["convert.py", "--to=hf", f"--out_dir={out}", f"--hf_dir={folder}", "--overwrite=True"], \
+        ["could not write the folder (No space left on device)", "is as it was"]
+
+
+def case_preemption_bench_into_a_used_folder(c):
+    run = copy_run(c.trained, c.tmp_path)
+    return ["bench/preemption.py", f"--out_dir={run}"], ["is not an empty folder", "a folder of its own"]
+
+
 def case_nan_loss(c):
     run = copy_run(c.trained, c.tmp_path)
     return ["train.py", *c.tiny, f"--out_dir={run}", "--init_from=resume", "--max_iters=60", "--eval_interval=5",
@@ -411,8 +605,10 @@ class Context:
 
 
 def snapshot(folder):
-    """Every file's bytes, but metrics.jsonl, which a resumed run may rewrite from its iteration on."""
-    return {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file() and p.name != "metrics.jsonl"}
+    """Every file's bytes, but metrics.jsonl, which a resumed run may rewrite from its iteration on (unless it is
+    damaged: then it is refused as it is)."""
+    return {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*")
+            if p.is_file() and (p.name != "metrics.jsonl" or b'"tra\n' in p.read_bytes())}
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -427,6 +623,8 @@ def test_bad_input(case, trained, tiny_data, tmp_path, run_here, monkeypatch):
     after = snapshot(tmp_path)
     assert {k: v for k, v in after.items() if k in before} == before  # nothing existing changed
     assert not [k for k in after if k not in before and k.suffix in (".pt", ".tmp")]  # no new checkpoint files
+    assert not [k for k in after if k not in before and k.name == "config.json"]  # nor a Hugging Face folder
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".hf.")]  # convert.py's unfinished folder went
 
 
 def test_debug_shows_the_traceback(trained, tiny_data, tmp_path, run_script):

@@ -3,6 +3,7 @@ TinyStories, and its arithmetic (training time from logged tokens/s, paired diff
 reproduce.py runs in this process (its train.py runs are processes of their own, as always)."""
 import importlib.util
 import json
+import shutil
 import statistics
 from pathlib import Path
 
@@ -274,3 +275,16 @@ def test_width_grid_report_and_plot(tmp_path):
     assert "| yuriiformer-w128 | gpt-w128 | 1.8050 ± 0.0071 | 2/2 |" in table
     reproduce.plot_width(spec, analysis["models"], analysis["comparisons"], tmp_path / "gap.png")
     assert (tmp_path / "gap.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_a_run_with_a_torn_last_metrics_line_is_read(trained, tmp_path):
+    out, _ = trained("gd")
+    run = tmp_path / "run"
+    shutil.copytree(out, run)
+    whole = reproduce.read_run(run, {"batch_size": 4, "gradient_accumulation_steps": 2, "block_size": 32,
+                                     "max_iters": 30})
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write('{"iter": 31, "tra')
+    torn = reproduce.read_run(run, {"batch_size": 4, "gradient_accumulation_steps": 2, "block_size": 32,
+                                    "max_iters": 30})
+    assert torn == whole and len(whole["curve"]) == 3
