@@ -470,8 +470,8 @@ def main(argv):
                 state_dict = state_dict['model']  # a training checkpoint around the state dict
             model = from_reproduction(state_dict, c['n_head'], c['state_dict'])
             path = os.path.join(c['out_dir'], 'best.pt')
-            if run_files(c['out_dir']):
-                raise ConvertError(f"{c['out_dir']} holds a run ({os.path.basename(run_files(c['out_dir'])[0])}); "
+            if run := run_files(c['out_dir']):
+                raise ConvertError(f"{c['out_dir']} holds a run ({os.path.basename(run[0])}); "
                                    f"choose an empty --out_dir (nothing was written).")
             os.makedirs(c['out_dir'], exist_ok=True)
             # the published checkpoints were trained on GPT-2 BPE: no dataset named means GPT-2's tokenizer

@@ -303,11 +303,12 @@ ckpt_path = os.path.join(out_dir, 'ckpt.pt')  # the latest state
 best_path = os.path.join(out_dir, 'best.pt')  # the weights of the best val loss so far
 
 
-def check_given_settings(model_config, source, free, how):
-    """The model settings given for this run (those not at their defaults) must be the source's, but for the free
-    ones: a resume or a fine-tune takes the source's architecture and would otherwise silently ignore them."""
+def check_given_settings(model_config, source, how):
+    """The model settings given for this run (those not at their defaults) must be the source's, but for dropout and
+    block_size (checked by the caller): a resume or a fine-tune takes the source's architecture and would otherwise
+    silently ignore them."""
     for f in dataclasses.fields(GPTConfig):
-        if f.name not in free and config[f.name] != defaults[f.name] \
+        if f.name not in ('dropout', 'block_size') and config[f.name] != defaults[f.name] \
                 and config[f.name] != getattr(model_config, f.name):
             fail(f"{source} holds a model with {f.name}={getattr(model_config, f.name)!r}, but this run asks for "
                  f"{f.name}={config[f.name]!r}; {how}.")
@@ -340,8 +341,7 @@ elif init_from == 'resume':
         fail(f"{ckpt_path} lists kept copies that are not ckpt-<iter>.pt files of out_dir ({str(kept_copies)[:100]}),"
              f" so it was not written by train.py; resume from a checkpoint train.py wrote, or start a new run.")
     # resuming never changes the architecture, nor the context (it sizes the position tables and their moments)
-    check_given_settings(raw_model.config, ckpt_path, ('dropout', 'block_size'),
-                         "drop that setting to resume, or train it in a new --out_dir")
+    check_given_settings(raw_model.config, ckpt_path, "drop that setting to resume, or train it in a new --out_dir")
     if block_size != raw_model.config.block_size:
         fail(f"{ckpt_path} holds a model with block_size={raw_model.config.block_size}, but this run has "
              f"block_size={block_size}; resume with --block_size={raw_model.config.block_size}.")
@@ -352,9 +352,8 @@ else:  # a fresh run from trained weights: another run's out_dir (its best.pt), 
         raw_model, _, source = load_model(init_from, 'best', hub=True, dropout=dropout)
     except CheckpointError as e:
         fail(f"init_from='{init_from}': {e}")
-    check_given_settings(raw_model.config, source, ('dropout', 'block_size'),
-                         "drop that setting: a fine-tuned model keeps its source's architecture (dropout, and a "
-                         "shorter block_size, may change)")
+    check_given_settings(raw_model.config, source, "drop that setting: a fine-tuned model keeps its source's "
+                         "architecture (dropout, and a shorter block_size, may change)")
     if master_process:
         print(f"initializing from {source}: its weights; the optimizer, schedule and data stream start afresh")
 # the settings saved with checkpoints describe the model actually trained (all GPTConfig fields)
