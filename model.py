@@ -265,14 +265,15 @@ class Momentum(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        v, beta, *rest = ctx.saved_tensors
         has_weight, has_bias = ctx.layout
-        weight = rest.pop(0) if has_weight else None
-        bias = rest.pop(0) if has_bias else None
-        stats, rest = (rest[:2], rest[2:]) if has_weight else ([], rest)
+        saved = ctx.saved_tensors  # indexed, not popped: torch 2.11's Dynamo cannot trace tuple methods here
+        v, beta = saved[0], saved[1]
+        n_ln = (3 + has_bias) if has_weight else 0  # weight, (bias), mean, rstd
+        ln_v, rest = saved[2:2 + n_ln], saved[2 + n_ln:]
         pairs = list(zip(rest[::2], rest[1::2]))
         grad_weight = grad_bias = None
         if has_weight:
+            weight, bias, stats = ln_v[0], (ln_v[1] if has_bias else None), ln_v[-2:]
             u = Momentum.momentum(v, beta, pairs)
             grad, grad_weight, grad_bias = torch.ops.aten.native_layer_norm_backward(
                 grad, u, [u.size(-1)], *stats, weight, bias, [True, True, has_bias])
