@@ -126,7 +126,8 @@ class CausalSelfAttention(nn.Module):
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
-        cached = bool(cache)  # a Python bool, not T > 1: under torch.compile(dynamic=True) that is symbolic
+        # a Python bool, not T > 1 (symbolic under torch.compile(dynamic=True)); `in`, as torch 2.11 cannot trace bool(dict)
+        cached = cache is not None and "k" in cache
         if cache is not None:
             # generation: earlier positions' keys and values are reused. Only this attention's input
             # depends on other tokens; the X and V streams are per token, so this is all we keep.
