@@ -2,9 +2,10 @@
 them back (safely, with one sentence when they cannot), and the guard that keeps one run per out_dir.
 
 out_dir holds one run: ckpt.pt (the latest state, what --init_from=resume reads), best.pt (the weights of the best
-val loss so far, what sample.py and eval.py read), ckpt-<iter>.pt (keep_checkpoints), metrics.jsonl, loss.png and
-eval.json; train.lock is held by the process training into it. These names (RUN_FILES) are all that --overwrite
-deletes: a user's own files in the folder (ckpt-final.pt, notes.txt) stay.
+val loss so far, what sample.py and eval.py read), ckpt-<iter>.pt (keep_checkpoints), metrics.jsonl, loss.png,
+eval.json and compile.json (torch.compile's graph breaks); train.lock is held by the process training into it.
+These names (RUN_FILES) are all that --overwrite deletes: a user's own files in the folder (ckpt-final.pt,
+notes.txt) stay.
 """
 import contextlib
 import fcntl
@@ -21,7 +22,7 @@ from tokenizer import GPT2_VOCAB_SIZE, get_codec, read_meta
 REPO = os.path.dirname(os.path.abspath(__file__))
 # what train.py and eval.py write into an out_dir, with write_atomically's and eval.py's temporary files
 RUN_FILES = re.compile(r'(ckpt|best)\.pt(\.tmp)?|ckpt-\d+\.pt|metrics\.jsonl(\.tmp)?|loss\.png|'
-                       r'eval\.json(\.\d+\.tmp)?')
+                       r'eval\.json(\.\d+\.tmp)?|compile\.json')
 KEPT_COPY = re.compile(r'ckpt-\d+\.pt')  # keep_checkpoints' copies, ckpt-<iter>.pt
 LOCK_FILE = 'train.lock'
 

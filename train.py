@@ -8,6 +8,7 @@ $ torchrun --standalone --nproc_per_node=8 train.py config/tinystories_nesterov.
 Settings: the defaults below, then config files and --key=value overrides, left to right (configurator.py).
 """
 import contextlib
+import copy
 import dataclasses
 import json
 import math
@@ -26,6 +27,7 @@ if not sys.stdout.isatty():  # scheduler logs get no progress bars, ours or the 
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch._dynamo.utils import counters as dynamo_counters
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
@@ -622,6 +624,20 @@ def train_seconds(now):
     return time_offset + now - t_start - eval_time
 
 
+
+
+def report_dynamo(before):
+    """Dynamo's graphs and graph breaks (with their reasons) in compiling the first training step, on the console
+    and in out_dir/compile.json (bench/gpu_check.py records them): a break runs the code after it eagerly."""
+    delta = {key: dict(dynamo_counters[key] - before[key]) for key in ('graph_break', 'stats')}
+    report = dict(torch=torch.__version__, graphs=delta['stats'].get('unique_graphs', 0),
+                  graph_breaks=sum(delta['graph_break'].values()), break_reasons=delta['graph_break'])
+    with open(os.path.join(out_dir, 'compile.json'), 'w') as f:
+        json.dump(report, f, indent=1)
+    tqdm.write(f"torch.compile of the training step: {report['graphs']} graph(s), {report['graph_breaks']} graph "
+               f"break(s) (torch {report['torch']})" + "".join(f"\n  break: {r.splitlines()[0]}" for r in delta['graph_break']))
+
+
 log_t0, log_iters = time.time(), 0
 pbar = tqdm(total=max_iters, initial=iter_num, disable=not master_process or not sys.stdout.isatty(),
             dynamic_ncols=True)
@@ -661,6 +677,8 @@ while True:
         break
 
     # forward, backward, update, with gradient accumulation over micro-batches
+    if compile and iter_num == start_iter:
+        dynamo_before = copy.deepcopy(dynamo_counters)  # what the evaluation compiled, left out of the report
     loss_sum = torch.zeros((), device=device)
     for micro_step in range(gradient_accumulation_steps):
         X, Y = get_batch()
@@ -701,6 +719,8 @@ while True:
     for opt in optimizers:
         opt.zero_grad(set_to_none=True)
 
+    if compile and iter_num == start_iter and master_process:
+        report_dynamo(dynamo_before)
     # log the mean loss of this iteration's micro-batches over all processes
     log_iters += 1
     if iter_num % log_interval == 0 and not bad:

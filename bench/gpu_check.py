@@ -9,8 +9,9 @@ $ python bench/gpu_check.py
    torch.compile) for max_iters steps of batch_size x 1024 tokens per GPU, on one GPU and then with DDP over all
    of them (torchrun), on the prepared data (data/openwebtext, else data/tinystories) or random tokens;
 3. results/gpu_<device>.json and results/gpu_<device>.md: tokens/s, MFU per GPU (against the GPU's spec-sheet
-   peak for dtype, model.device_peak_flops, else one measured here), peak memory (rank 0's), compile time, and
-   nesterov's ratios to gd.
+   peak for dtype, model.device_peak_flops, else one measured here), peak memory (rank 0's), compile time, the
+   torch version, Dynamo's graphs and graph breaks with their reasons (train.py's compile.json), and nesterov's
+   ratios to gd.
 
 Tokens/s and MFU are medians over the steps after the first tenth; "compile" is what the first three steps took
 beyond three median steps (compiling the training graph; the eval graph compiles during the first eval, not
@@ -44,7 +45,9 @@ from model import device_peak_flops  # noqa: E402
 cuda = torch.cuda.is_available()
 defaults = dict(
     device='cuda' if cuda else 'cpu',
-    variants='gd,nesterov',  # residuals; gd first, the baseline of the ratios
+    # residuals, gd first (the baseline of the ratios); residual:key=value:... adds train.py settings to one run, so
+    # that one window of GPU time also measures candidate fixes, e.g. gd,nesterov,nesterov:compile=False
+    variants='gd,nesterov',
     n_layer=12,
     n_head=12,
     n_embd=768,
@@ -122,16 +125,18 @@ data_name = 'random tokens' if data_dir.startswith(work) else data_dir
 
 def train(variant, nproc):
     """One train.py run; its medians from metrics.jsonl and its peak memory from the summary line."""
-    name = f"{variant}_{'ddp' if nproc else 'single'}"
+    name = f"{re.sub(r'[^A-Za-z0-9]+', '_', variant)}_{'ddp' if nproc else 'single'}"
     out_dir = os.path.join(work, name)
     launcher = [sys.executable, '-m', 'torch.distributed.run', '--standalone', f'--nproc_per_node={nproc}'] \
         if nproc else [sys.executable]
-    args = [f'--residual={variant}', f'--n_layer={n_layer}', f'--n_head={n_head}', f'--n_embd={n_embd}',
+    residual, *switches = variant.split(':')  # e.g. nesterov:compile=False, a candidate fix behind a train.py switch
+    args = [f'--residual={residual}', f'--n_layer={n_layer}', f'--n_head={n_head}', f'--n_embd={n_embd}',
             f'--block_size={block_size}', f'--batch_size={batch_size}', f'--gradient_accumulation_steps={max(nproc, 1)}',
             f'--max_iters={max_iters}', f'--eval_interval={max_iters}', '--eval_iters=10', '--log_interval=1',
             f'--warmup_iters={max_iters // 10}', f'--lr_decay_iters={max_iters}', f'--dtype={dtype}',
             f'--compile={compile}', f'--device={device}', f'--dataset={data_dir}', f'--out_dir={out_dir}',
-            f'--peak_flops={peak_flops}', '--always_save_checkpoint=False', '--plot=False']
+            f'--peak_flops={peak_flops}', '--always_save_checkpoint=False', '--plot=False',
+            *(f'--{switch}' for switch in switches)]
     t_start = time.time()
     r = subprocess.run([*launcher, os.path.join(ROOT, 'train.py'), *args], cwd=ROOT, env=env, capture_output=True,
                        text=True)
@@ -140,6 +145,12 @@ def train(variant, nproc):
     if r.returncode:
         keep_log(name, r.stdout + r.stderr)
         return dict(record, error=(r.stderr.strip().splitlines() or [''])[-1])
+    compiled = os.path.join(out_dir, 'compile.json')  # train.py's report of Dynamo on the first training step
+    if os.path.exists(compiled):
+        with open(compiled) as f:
+            report = json.load(f)
+        record.update(torch=report['torch'], graphs=report['graphs'], graph_breaks=report['graph_breaks'],
+                      break_reasons=report['break_reasons'])
     rows = read_metrics(out_dir)
     steps = [row for row in rows if row['tokens_per_s']]
     timed = [row for row in steps if row['iter'] >= max(max_iters // 10, 3)] or steps[-1:]
@@ -186,17 +197,18 @@ lines = [f"# {device_name}: {n_layer} layers, {n_embd} wide, context {block_size
          "", f"{machine['date']}, torch {machine['torch']}, CUDA {machine['cuda']}, {gpus} GPU(s).", ""]
 if tests_record:
     lines += [f"Tests (`{tests_record['command']}`, TEST_DEVICE={env['TEST_DEVICE']}): {tests_record['summary']}", ""]
-lines += ["| variant | run | tok/s | ms/step | MFU | peak memory | compile | final val loss | tok/s vs gd | memory vs gd |",
-          "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+lines += ["| variant | run | tok/s | ms/step | MFU | peak memory | compile | graph breaks | final val loss | tok/s vs gd | "
+          "memory vs gd |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
 for row in results:
     if row['status']:
-        lines.append(f"| {row['variant']} | {row['mode']} | failed: {row['error']} | | | | | | | |")
+        lines.append(f"| {row['variant']} | {row['mode']} | failed: {row['error']} | | | | | | | | |")
         continue
     lines.append(f"| {row['variant']} | {row['mode']} ({row['processes']}) | {row['tokens_per_s']:,.0f} | "
                  f"{row['step_ms']:,.1f} | {row['mfu'] * 100:.1f}% | {fmt(row['peak_mem_gib'], '.2f', ' GiB')} | "
-                 f"{row['compile_s']:.0f} s | {row['final_val_loss']:.3f} | {fmt(row.get('tokens_per_s_vs_gd'), '.2f', 'x')} | "
+                 f"{row['compile_s']:.0f} s | {fmt(row.get('graph_breaks'), 'd')} | {row['final_val_loss']:.3f} | {fmt(row.get('tokens_per_s_vs_gd'), '.2f', 'x')} | "
                  f"{fmt(row.get('mem_vs_gd'), '.2f', 'x')} |")
-lines += ["", f"MFU per GPU against {peak_flops / 1e12:,.4g} TFLOP/s, {peak_source}."]
+lines += ["", f"MFU per GPU against {peak_flops / 1e12:,.4g} TFLOP/s, {peak_source}. Graph breaks: Dynamo's, compiling the "
+          "first training step (train.py's compile.json; their reasons are in the JSON)."]
 with open(md_path, 'w') as f:
     f.write('\n'.join(lines) + '\n')
 print('\n'.join(lines))

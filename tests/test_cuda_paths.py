@@ -3,6 +3,7 @@ KV cache), bf16 autocast, fp16 autocast with the GradScaler and Muon + AdamW, an
 model never takes the chunked head). With TEST_DEVICE=cuda (bench/gpu_check.py) they run on the GPU instead.
 The scripts run in this process (run_here): what is checked is what they compute, not their process."""
 import contextlib
+import json
 import os
 
 import pytest
@@ -96,12 +97,16 @@ def test_chunked_head_gradients_equal_full_logits():
 
 
 def test_compiled_train_save_resume_sample(reference, tiny_data, tmp_path, run_here, fresh_dynamo):
-    """compile=True with the full-logits loss, as on CUDA: 4 iterations, saved, resumed to 6, with the eager run's
-    losses; then sample.py --compile=True writes 50 tokens through the KV cache (past block_size=32, so the cache
+    """compile=True with the full-logits loss, as on CUDA: 4 iterations in one graph without a graph break (train.py's
+    compile.json), saved, resumed to 6, with the eager run's losses; then sample.py --compile=True writes 50 tokens through the KV cache (past block_size=32, so the cache
     refills once) with a few graphs and no graph break, greedily the same text as the eager model."""
     args = train_args(tiny_data, tmp_path, "--compile=True", "--chunked_head=False")
     r = run_here("train.py", *args, "--max_iters=4")
     assert r.returncode == 0, r.stderr
+    report = json.loads((tmp_path / "compile.json").read_text())  # the first training step's, from train.py
+    assert report["graph_breaks"] == 0 and report["break_reasons"] == {} and report["graphs"] == 1, report
+    assert report["torch"] == torch.__version__
+    assert "torch.compile of the training step: 1 graph(s), 0 graph break(s)" in r.stdout
     ckpt = torch.load(tmp_path / "ckpt.pt", map_location="cpu", weights_only=True)
     assert ckpt["iter_num"] == 4 and not any(k.startswith("_orig_mod.") for k in ckpt["model"])
     torch._dynamo.reset()  # the resumed run compiles anew, as in a process of its own

@@ -14,22 +14,29 @@ TINY_CHECK = ["--device=cpu", "--n_layer=2", "--n_head=2", "--n_embd=32", "--blo
 
 @pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason="torch.distributed with gloo is not available")
 def test_gpu_check_writes_its_tables(tmp_path, run_here):
-    r = run_here("bench/gpu_check.py", *TINY_CHECK, "--ddp_procs=2", f"--out={tmp_path}")
+    # nesterov with train.py switches of its own, as a candidate fix would be measured: compiled, full logits
+    nesterov = "nesterov:compile=True:chunked_head=False"
+    r = run_here("bench/gpu_check.py", *TINY_CHECK, "--ddp_procs=2", f"--out={tmp_path}", f"--variants=gd,{nesterov}")
     assert r.returncode == 0, r.stderr
     data = json.loads((tmp_path / "gpu_cpu.json").read_text())
     assert data["data"] == "random tokens"
     assert data["tests"]["status"] == 0 and "passed" in data["tests"]["summary"]
     assert data["machine"]["peak_source"] == "measured with float32 matmuls on cpu"
     runs = {(row["variant"], row["mode"]): row for row in data["runs"]}
-    assert list(runs) == [("gd", "single"), ("nesterov", "single"), ("gd", "ddp"), ("nesterov", "ddp")]
+    assert list(runs) == [("gd", "single"), (nesterov, "single"), ("gd", "ddp"), (nesterov, "ddp")]
     for (variant, mode), row in runs.items():
         assert row["status"] == 0 and row["processes"] == (2 if mode == "ddp" else 1)
         assert row["tokens_per_s"] > 0 and row["step_ms"] > 0 and 0 < row["mfu"] < 2 and row["compile_s"] >= 0
         assert 10 < row["final_val_loss"] < 11.5  # ~ln(50304) after 4 steps on random tokens
         assert row["tokens_per_s_vs_gd"] == pytest.approx(row["tokens_per_s"] / runs["gd", mode]["tokens_per_s"])
         assert row["peak_mem_gib"] is None  # CUDA memory only
+        if variant == nesterov:  # train.py's compile.json: Dynamo on the first training step
+            assert (row["graphs"], row["graph_breaks"], row["break_reasons"]) == (1, 0, {}), row
+            assert row["torch"] == torch.__version__
+        else:
+            assert "graph_breaks" not in row  # not compiled
     table = (tmp_path / "gpu_cpu.md").read_text()
-    assert "| nesterov | ddp (2) |" in table and "| gd | single (1) |" in table and "19 passed" in table
+    assert f"| {nesterov} | ddp (2) |" in table and "| gd | single (1) |" in table and "19 passed" in table
     assert r.stdout.strip().splitlines()[-1].startswith(f"wrote {tmp_path / 'gpu_cpu.json'}")
 
 
